@@ -1,0 +1,481 @@
+"""The ``wts.h5.zip`` model bundle: one backend-neutral reader and writer.
+
+Both backends write and read bundles through this module; they only supply their
+per-model payload bytes (a Keras archive, a torch state dict).  ``specs/bundle.md``
+is the contract.  Layout::
+
+    wts.h5.zip
+    ├── manifest.json          read first; format, version, backend, models, checksums
+    ├── manifest.dill          the same manifest as a plain-data pickle (upstream tools read it)
+    ├── params.json            the params.cfg snapshot (typed JSON, arrays included)
+    ├── canonical_weights.h5   the canonical weight file (ptycho.canonical_weights)
+    └── <model>/<payload>      per-model backend payload, e.g. autoencoder/model.keras
+
+Safety: nothing in a bundle is ever executed.  Members are read into memory, never
+extracted by their archive names; names are checked against an allow-list; the
+only pickles are the manifest and the optional upstream-compatible params, and
+they are read with an unpickler that refuses every global (so only dict, list,
+str, numbers, bool and None can come out).  Writes go to a temporary file in the
+target directory and are renamed into place, so a crash never leaves a
+half-written bundle behind nor destroys the previous one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path, PurePosixPath
+from typing import Any
+from zlib import error as zlib_error
+
+import numpy as np
+
+from ptycho.errors import (
+    BundleBackendMismatchError,
+    BundleFormatError,
+    BundleVersionError,
+    UnsafeBundleError,
+)
+
+BUNDLE_FILENAME = "wts.h5.zip"
+FORMAT_NAME = "ptychopinn.wts.h5.zip"
+#: Bundle format version written by this code, ``"major.minor"``.  A reader accepts
+#: any minor version of a major it knows and refuses a newer major.
+FORMAT_VERSION = "2.0"
+SUPPORTED_MAJOR = 2
+MODEL_NAMES: tuple[str, ...] = ("autoencoder", "diffraction_to_obj")
+BACKENDS: tuple[str, ...] = ("tensorflow", "pytorch")
+#: Files each backend may put in a model directory; the first one is required.
+PAYLOAD_MEMBERS: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("model.keras",),
+    "pytorch": ("model.pt", "lightning.ckpt"),
+}
+TOP_LEVEL_MEMBERS: tuple[str, ...] = (
+    "manifest.json",
+    "manifest.dill",
+    "params.json",
+    "canonical_weights.h5",
+)
+#: Refuse archives whose members would inflate beyond this many bytes in total.
+MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
+
+_FRAMEWORK_HINT = {
+    "tensorflow": "ptycho.workflows.components.load_inference_bundle (or --backend tensorflow)",
+    "pytorch": "ptycho_torch.model_manager.load_torch_bundle (or --backend pytorch)",
+}
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def bundle_path(location: str | PathLike) -> Path:
+    """Resolve a bundle location to the ``.zip`` file.
+
+    Accepts a directory (``<dir>/wts.h5.zip``), the zip itself, or the upstream
+    base path ``<dir>/wts.h5`` (the ``.zip`` is appended).
+    """
+    p = Path(location)
+    if p.is_dir():
+        return p / BUNDLE_FILENAME
+    if p.suffix != ".zip":
+        return p.with_name(p.name + ".zip")
+    return p
+
+
+# --------------------------------------------------------------------------- plain-data pickles
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that can only build plain containers and scalars."""
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
+        raise UnsafeBundleError(
+            f"pickle payload references {module}.{name}; only plain data (dict, list, str, numbers, "
+            "bool, None) is accepted, nothing that would import or execute code",
+            fix="re-save the bundle with ptychopinn, which writes plain-data pickles only",
+        )
+
+
+def load_plain_pickle(data: bytes, *, member: str = "pickle") -> Any:
+    """Unpickle ``data`` allowing only plain data; any class or function reference raises."""
+    try:
+        return _PlainDataUnpickler(io.BytesIO(data)).load()
+    except UnsafeBundleError as exc:
+        raise UnsafeBundleError(f"{member}: {exc}") from None
+    except Exception as exc:  # truncated or garbage pickle
+        raise BundleFormatError(f"{member} is not a readable pickle ({exc})") from None
+
+
+def _check_plain(obj: Any, where: str = "value") -> None:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: key {k!r} is not a string")
+            _check_plain(v, f"{where}.{k}")
+        return
+    raise TypeError(f"{where} has type {type(obj).__name__}, which is not plain data")
+
+
+def dump_plain_pickle(obj: Any) -> bytes:
+    """Pickle plain data (checked) with protocol 4, readable by ``pickle`` and ``dill``."""
+    _check_plain(obj)
+    return pickle.dumps(obj, protocol=4)
+
+
+# --------------------------------------------------------------------------- params.cfg codec
+
+
+def _encode(value: Any, key: str) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if np.isfinite(f) else {"__float__": repr(f)}
+    if isinstance(value, (complex, np.complexfloating)):
+        return {"__complex__": [float(value.real), float(value.imag)]}
+    if isinstance(value, PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.ndarray):
+        arr = np.ascontiguousarray(value)
+        if arr.dtype.hasobject:
+            raise TypeError(f"params['{key}'] is an object array, which cannot be stored safely")
+        return {
+            "__ndarray__": {
+                "dtype": arr.dtype.str,
+                "shape": list(arr.shape),
+                "data": base64.b64encode(arr.tobytes()).decode("ascii"),
+            }
+        }
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, key) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, key) for v in value]
+    if isinstance(value, dict):
+        return {"__dict__": {str(k): _encode(v, key) for k, v in value.items()}}
+    if hasattr(value, "numpy") and callable(value.numpy):  # a framework tensor
+        return _encode(np.asarray(value.numpy()), key)
+    raise TypeError(f"params['{key}'] has type {type(value).__name__}, which the bundle cannot store")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__ndarray__" in value:
+        spec = value["__ndarray__"]
+        dtype = np.dtype(spec["dtype"])
+        if dtype.hasobject:
+            raise UnsafeBundleError("params.json holds an object array")
+        raw = base64.b64decode(spec["data"])
+        return np.frombuffer(raw, dtype=dtype).reshape(spec["shape"]).copy()
+    if "__tuple__" in value:
+        return tuple(_decode(v) for v in value["__tuple__"])
+    if "__complex__" in value:
+        re_, im_ = value["__complex__"]
+        return complex(re_, im_)
+    if "__float__" in value:
+        return float(value["__float__"])
+    if "__dict__" in value:
+        return {k: _decode(v) for k, v in value["__dict__"].items()}
+    raise BundleFormatError(f"params.json holds an unknown encoded value {sorted(value)}")
+
+
+def encode_params(params: Mapping[str, Any]) -> bytes:
+    """Encode a params.cfg snapshot as typed JSON: ints, floats, bools, str, tuples, arrays survive."""
+    body = {str(k): _encode(v, str(k)) for k, v in params.items()}
+    return json.dumps({"version": 1, "params": body}, indent=1, sort_keys=True).encode()
+
+
+def decode_params(data: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_params`."""
+    try:
+        doc = json.loads(data)
+        body = doc["params"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleFormatError(f"params.json is malformed ({exc})") from None
+    return {k: _decode(v) for k, v in body.items()}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_bundle(
+    location: str | PathLike,
+    *,
+    backend: str,
+    model_payloads: Mapping[str, Mapping[str, bytes]],
+    params_snapshot: Mapping[str, Any],
+    canonical_weights: bytes,
+    network: Mapping[str, Any],
+    intensity_scale: float,
+    framework: Mapping[str, str],
+    extra_manifest: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a bundle atomically and return its path.
+
+    ``model_payloads`` maps each model name (``MODEL_NAMES``) to ``{filename: bytes}``
+    with filenames from ``PAYLOAD_MEMBERS[backend]``.  ``network`` holds the
+    architecture fields (N, gridsize, n_filters_scale, object_big, probe_big,
+    pad_object, amp_activation) so a loader can rebuild the model without
+    reading anything else.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is invalid: expected one of {BACKENDS}")
+    if tuple(sorted(model_payloads)) != tuple(sorted(MODEL_NAMES)):
+        raise ValueError(f"a bundle holds exactly the models {MODEL_NAMES}, got {sorted(model_payloads)}")
+    allowed = PAYLOAD_MEMBERS[backend]
+    members: dict[str, bytes] = {
+        "params.json": encode_params(params_snapshot),
+        "canonical_weights.h5": bytes(canonical_weights),
+    }
+    for model in MODEL_NAMES:
+        files = model_payloads[model]
+        if allowed[0] not in files:
+            raise ValueError(f"model '{model}' lacks its required payload {allowed[0]!r}")
+        for name, data in files.items():
+            if name not in allowed:
+                raise ValueError(f"'{name}' is not an allowed {backend} payload file (allowed: {allowed})")
+            members[f"{model}/{name}"] = bytes(data)
+
+    from ptycho import __version__ as ptycho_version
+
+    manifest: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "backend": backend,
+        "models": list(MODEL_NAMES),
+        "created_by": f"ptychopinn {ptycho_version}",
+        "framework": dict(framework),
+        "network": dict(network),
+        "intensity_scale": float(intensity_scale),
+        "members": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in members.items()},
+    }
+    if extra_manifest:
+        clash = set(extra_manifest) & set(manifest)
+        if clash:
+            raise ValueError(f"extra_manifest may not override {sorted(clash)}")
+        manifest.update(extra_manifest)
+    _check_plain(manifest, "manifest")
+
+    target = bundle_path(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".wts-", suffix=".zip.tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+                zf.writestr("manifest.dill", dump_plain_pickle(manifest))
+                for name, data in members.items():
+                    zf.writestr(name, data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle read into memory and fully validated."""
+
+    path: Path
+    manifest: dict[str, Any]
+    params: dict[str, Any]
+    canonical_weights: bytes
+    payloads: dict[str, dict[str, bytes]]
+
+    @property
+    def backend(self) -> str:
+        return self.manifest["backend"]
+
+
+def _check_member_name(name: str, path: Path) -> None:
+    pure = PurePosixPath(name)
+    if name.startswith(("/", "\\")) or pure.is_absolute() or ".." in pure.parts or "\\" in name or ":" in name:
+        raise UnsafeBundleError(
+            f"member '{name}' would escape the bundle directory", file=path, fix="do not load this file"
+        )
+
+
+def _parse_version(text: Any, path: Path) -> tuple[int, int]:
+    try:
+        major, minor = (int(part) for part in str(text).split("-")[0].split("."))
+    except ValueError:
+        raise BundleFormatError(f"manifest version {text!r} is not 'major.minor'", file=path) from None
+    return major, minor
+
+
+def read_bundle(location: str | PathLike, *, expected_backend: str | None = None) -> Bundle:
+    """Read and validate a bundle without executing anything from it.
+
+    Raises (all subclasses of :class:`ptycho.errors.BundleError`):
+    ``BundleFormatError`` for a missing, truncated or non-zip file, a missing member, a
+    malformed manifest, a checksum mismatch, or a legacy upstream archive;
+    ``UnsafeBundleError`` for members escaping the directory, unexpected members
+    (such as ``custom_objects.dill``), symlinks, or archives too large to inflate;
+    ``BundleVersionError`` for a newer format major version;
+    ``BundleBackendMismatchError`` when ``expected_backend`` differs from the manifest's.
+    """
+    path = bundle_path(location)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no model bundle here. Fix: pass the directory that holds {BUNDLE_FILENAME}")
+    if not zipfile.is_zipfile(path):
+        raise BundleFormatError(
+            "not a zip archive (truncated or corrupt)", file=path, fix="re-save the model bundle"
+        )
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleFormatError(f"cannot open the archive ({exc})", file=path) from None
+    with zf:
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        for info in infos:
+            _check_member_name(info.filename, path)
+            mode = (info.external_attr >> 16) & 0o170000
+            if mode == 0o120000:
+                raise UnsafeBundleError(f"member '{info.filename}' is a symbolic link", file=path)
+        if len(set(names)) != len(names):
+            raise UnsafeBundleError("archive holds duplicate member names", file=path)
+        if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED_BYTES:
+            raise UnsafeBundleError("archive would inflate beyond the size limit", file=path)
+
+        if "manifest.json" not in names:
+            if "manifest.dill" in names:
+                raise BundleFormatError(
+                    "legacy upstream PtychoPINN archive (manifest.dill and custom_objects.dill, no "
+                    "manifest.json); loading it would require unpickling code from the archive, which "
+                    "ptychopinn never does",
+                    file=path,
+                    fix="retrain with ptychopinn, or export the weights with upstream PtychoPINN in a "
+                    "trusted environment into the canonical weight format (specs/canonical-weights.md)",
+                )
+            raise BundleFormatError("missing member 'manifest.json'", file=path, fix="re-save the bundle")
+
+        def read(name: str) -> bytes:
+            try:
+                return zf.read(name)
+            except KeyError:
+                raise BundleFormatError(f"missing member '{name}'", file=path, fix="re-save the bundle") from None
+            except (zipfile.BadZipFile, zlib_error, EOFError, OSError) as exc:
+                raise BundleFormatError(
+                    f"member '{name}' is corrupt ({exc})", file=path, fix="re-save the bundle"
+                ) from None
+
+        try:
+            manifest = json.loads(read("manifest.json"))
+        except ValueError as exc:
+            raise BundleFormatError(f"manifest.json is not valid JSON ({exc})", file=path) from None
+        if not isinstance(manifest, dict):
+            raise BundleFormatError("manifest.json is not an object", file=path)
+        for key in ("format", "version", "backend", "models", "members", "network"):
+            if key not in manifest:
+                raise BundleFormatError(f"manifest.json lacks the key '{key}'", file=path, fix="re-save the bundle")
+        if manifest["format"] != FORMAT_NAME:
+            raise BundleFormatError(f"manifest format {manifest['format']!r} is not {FORMAT_NAME!r}", file=path)
+        major, _minor = _parse_version(manifest["version"], path)
+        if major > SUPPORTED_MAJOR:
+            raise BundleVersionError(
+                f"bundle format version {manifest['version']} is newer than this ptychopinn understands "
+                f"(up to {SUPPORTED_MAJOR}.x)",
+                file=path,
+                fix="upgrade ptychopinn",
+            )
+        if major < SUPPORTED_MAJOR:
+            raise BundleFormatError(
+                f"bundle format version {manifest['version']} predates this format", file=path,
+                fix="retrain with this ptychopinn",
+            )
+        backend = manifest["backend"]
+        if backend not in BACKENDS:
+            raise BundleFormatError(f"manifest backend {backend!r} is not one of {BACKENDS}", file=path)
+        if expected_backend is not None and backend != expected_backend:
+            raise BundleBackendMismatchError(
+                f"this bundle was written by the {backend} backend, but the {expected_backend} loader was "
+                f"called",
+                file=path,
+                fix=f"load it with {_FRAMEWORK_HINT[backend]}",
+            )
+        if sorted(manifest["models"]) != sorted(MODEL_NAMES):
+            raise BundleFormatError(f"manifest models {manifest['models']} are not {list(MODEL_NAMES)}", file=path)
+
+        allowed = set(TOP_LEVEL_MEMBERS) | {f"{m}/{f}" for m in MODEL_NAMES for f in PAYLOAD_MEMBERS[backend]}
+        unexpected = sorted(set(names) - allowed - {n for n in names if n.endswith("/")})
+        if unexpected:
+            raise UnsafeBundleError(
+                f"unexpected members {unexpected}; a {backend} bundle may hold only {sorted(allowed)}",
+                file=path,
+                fix="do not load archives from untrusted sources; re-save the bundle with ptychopinn",
+            )
+        declared = manifest["members"]
+        payloads: dict[str, dict[str, bytes]] = {m: {} for m in MODEL_NAMES}
+        contents: dict[str, bytes] = {}
+        for name, meta in declared.items():
+            if name not in allowed or name in ("manifest.json", "manifest.dill"):
+                raise UnsafeBundleError(f"manifest declares the unexpected member '{name}'", file=path)
+            data = read(name)
+            if _sha256(data) != meta.get("sha256"):
+                raise BundleFormatError(
+                    f"member '{name}' does not match its checksum (corrupt or edited)", file=path,
+                    fix="re-save the bundle",
+                )
+            contents[name] = data
+        for required in ("params.json", "canonical_weights.h5"):
+            if required not in contents:
+                raise BundleFormatError(f"missing member '{required}'", file=path, fix="re-save the bundle")
+        for model in MODEL_NAMES:
+            required = f"{model}/{PAYLOAD_MEMBERS[backend][0]}"
+            if required not in contents:
+                raise BundleFormatError(f"missing member '{required}'", file=path, fix="re-save the bundle")
+            for fname in PAYLOAD_MEMBERS[backend]:
+                key = f"{model}/{fname}"
+                if key in contents:
+                    payloads[model][fname] = contents[key]
+        params = decode_params(contents["params.json"])
+    return Bundle(
+        path=path,
+        manifest=manifest,
+        params=params,
+        canonical_weights=contents["canonical_weights.h5"],
+        payloads=payloads,
+    )
+
+
+def restore_params(cfg: dict[str, Any], snapshot: Mapping[str, Any]) -> None:
+    """Restore a params snapshot into ``cfg`` in place: every snapshot key gets its exact value.
+
+    Keys absent from the snapshot are left as they are (as upstream's
+    ``params.cfg.update``); arrays are copied so the bundle object stays immutable.
+    """
+    for key, value in snapshot.items():
+        cfg[key] = value.copy() if isinstance(value, np.ndarray) else value

@@ -1,0 +1,107 @@
+"""Exception types that say what is wrong, where, and how to fix it.
+
+Every error raised for bad user input names the file (when there is one), the
+field, what was found, and the fix.  Each class also derives from the built-in
+exception a caller would naturally catch (``ValueError``, ``FileNotFoundError``),
+so code written against upstream PtychoPINN keeps working.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+
+class PtychoError(Exception):
+    """Base class of every error ptychopinn raises on purpose."""
+
+
+def _compose(message: str, file: str | PathLike | None, field: str | None, fix: str | None) -> str:
+    where = []
+    if file is not None:
+        where.append(str(file))
+    if field is not None:
+        where.append(f"field '{field}'")
+    text = (": ".join(where) + ": " if where else "") + message
+    if fix:
+        text += f". Fix: {fix}"
+    return text
+
+
+class DataContractError(PtychoError, ValueError):
+    """Input data (an NPZ file or arrays) violates the data contract in ``specs/data.md``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | PathLike | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.file = None if file is None else str(file)
+        self.field = field
+        self.fix = fix
+        super().__init__(_compose(message, file, field, fix))
+
+
+class ConfigError(PtychoError, ValueError):
+    """A configuration value is outside what the field allows (``specs/config.md``)."""
+
+    def __init__(self, field: str, value: Any, allowed: str, *, fix: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        msg = f"{field}={value!r} is invalid: expected {allowed}"
+        if fix:
+            msg += f". Fix: {fix}"
+        super().__init__(msg)
+
+
+class BundleError(PtychoError, ValueError):
+    """A ``wts.h5.zip`` model bundle cannot be loaded (``specs/bundle.md``)."""
+
+    def __init__(self, message: str, *, file: str | PathLike | None = None, fix: str | None = None) -> None:
+        self.file = None if file is None else str(file)
+        self.fix = fix
+        super().__init__(_compose(message, file, None, fix))
+
+
+class BundleFormatError(BundleError):
+    """The archive is truncated, not a zip, misses a member, or has a malformed manifest."""
+
+
+class BundleBackendMismatchError(BundleError):
+    """The bundle was written by the other backend than the loader that was called."""
+
+
+class BundleVersionError(BundleError):
+    """The bundle's format version is newer than this code understands."""
+
+
+class UnsafeBundleError(BundleError):
+    """The archive holds something that loading would have to execute or that escapes its directory."""
+
+
+class BackendUnavailableError(PtychoError, RuntimeError):
+    """The selected backend's framework is not installed."""
+
+
+class CanonicalWeightsError(PtychoError, ValueError):
+    """A canonical weight file or weight dict does not match its network spec (``specs/canonical-weights.md``).
+
+    ``field`` names the offending parameter (canonical name) or file attribute.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | PathLike | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.file = None if file is None else str(file)
+        self.field = field
+        self.fix = fix
+        super().__init__(_compose(message, file, field, fix))
