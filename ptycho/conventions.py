@@ -87,6 +87,23 @@ DECODER_C_OUTER: int = 4
 PHASE_SCALE: float = math.pi
 #: Default probe-normalisation scale (``ModelConfig.probe_scale``).
 DEFAULT_PROBE_SCALE: float = 4.0
+#: Width parameter of upstream's default probe window, ``std = N / (scale * pi**2)``
+#: (legacy ``params.cfg['default_probe_scale']``); not the normalisation scale above.
+DEFAULT_PROBE_WINDOW_SCALE: float = 0.7
+#: Activations the amplitude head may use (``ModelConfig.amp_activation``).
+AMP_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "swish", "softplus", "relu")
+
+# --------------------------------------------------------------------------- optimisation
+#: Adam hyper-parameters shared by both backends.  The update is Keras' formula
+#: (``ptycho.reference.optim.adam_step``): epsilon is added to ``sqrt(v_t)`` before the
+#: bias correction is folded into the step size; the PyTorch backend implements the same.
+LEARNING_RATE: float = 1e-3
+ADAM_BETA1: float = 0.9
+ADAM_BETA2: float = 0.999
+ADAM_EPSILON: float = 1e-7
+#: Fraction of the training groups held out for validation (the last ones, as Keras'
+#: ``validation_split``).
+VALIDATION_FRACTION: float = 0.05
 
 
 def channels(gridsize: int) -> int:
