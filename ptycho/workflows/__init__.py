@@ -1,0 +1,1 @@
+"""Workflows: shared steps (common) and the TensorFlow workflow (components)."""

@@ -1,0 +1,248 @@
+"""Workflow steps both backends share: data containers, model inputs, stitching and outputs.
+
+Nothing here imports TensorFlow or torch.  Each backend's ``workflows.components``
+trains and predicts with its own framework and calls these functions for
+everything before and after: grouping the raw data into a container, computing
+the intensity scale, stitching predicted objects, and writing results (PNG, NPZ,
+CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptycho import conventions, params
+from ptycho.loader import PtychoDataContainer, load
+from ptycho.raw_data import RawData
+from ptycho.reference.physics import reassemble_position
+
+#: Seed used when the config sets none (``subsample_seed``): workflows are reproducible by default.
+DEFAULT_SEED = 0
+
+
+def workflow_seed(config: Any) -> int:
+    """The seed a workflow derives grouping, initial weights and batch order from."""
+    seed = getattr(config, "subsample_seed", None)
+    return DEFAULT_SEED if seed is None else int(seed)
+
+
+def subsample(data: RawData, n_subsample: int | None, seed: int) -> RawData:
+    """Keep ``n_subsample`` scan positions chosen at random (sorted, seeded); all when None or larger."""
+    M = len(data.xcoords)
+    if n_subsample is None or n_subsample >= M:
+        return data
+    keep = np.sort(np.random.default_rng([seed, 1]).choice(M, size=int(n_subsample), replace=False))
+    sub = RawData(
+        data.xcoords[keep], data.ycoords[keep], data.xcoords_start[keep], data.ycoords_start[keep],
+        data.diff3d[keep], data.probeGuess, data.scan_index[keep], objectGuess=data.objectGuess,
+        Y=None if data.Y is None else data.Y[keep], metadata=getattr(data, "metadata", None),
+        diffraction_is="amplitude", source=data.source,
+    )
+    sub.sample_indices = keep
+    return sub
+
+
+def create_ptycho_data_container(
+    data: RawData | PtychoDataContainer, config: Any, *, seed: int | None = None
+) -> PtychoDataContainer:
+    """Group raw data into the container the models consume (a container passes through).
+
+    Uses ``config.model.N``, ``config.model.gridsize``, ``config.neighbor_count``,
+    ``config.n_groups`` (None: one group per scan position), ``config.n_subsample``,
+    ``sequential_sampling``, ``enable_oversampling`` and ``neighbor_pool_size``.
+    """
+    if isinstance(data, PtychoDataContainer):
+        return data
+    if not isinstance(data, RawData):
+        raise TypeError(f"expected RawData or PtychoDataContainer, got {type(data).__name__}")
+    seed = workflow_seed(config) if seed is None else int(seed)
+    data = subsample(data, getattr(config, "n_subsample", None), seed)
+    n_groups = getattr(config, "n_groups", None) or len(data.xcoords)
+    grouped = data.generate_grouped_data(
+        config.model.N,
+        K=config.neighbor_count,
+        nsamples=int(n_groups),
+        seed=seed,
+        sequential_sampling=bool(getattr(config, "sequential_sampling", False)),
+        gridsize=config.model.gridsize,
+        enable_oversampling=bool(getattr(config, "enable_oversampling", False)),
+        neighbor_pool_size=getattr(config, "neighbor_pool_size", None),
+    )
+    return load(lambda: grouped, data.probeGuess, which=None, create_split=False)
+
+
+def set_intensity_scale(config: Any) -> float:
+    """Write ``params.cfg['intensity_scale'] = sqrt(nphotons)/(N/2)`` for a training config and return it."""
+    scale = conventions.intensity_scale(config.nphotons, config.model.N)
+    params.cfg["intensity_scale"] = scale
+    return scale
+
+
+def model_inputs(container: PtychoDataContainer, intensity_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(X * s, coords_nominal)`` as float32: the two model inputs, channels-last."""
+    x = (container.X * np.float32(intensity_scale)).astype(np.float32)
+    return x, container.coords_nominal.astype(np.float32)
+
+
+def adjust_offsets(
+    global_offsets: np.ndarray, *, flip_x: bool = False, flip_y: bool = False, transpose: bool = False
+) -> np.ndarray:
+    """Apply the optional stitching transforms to ``global_offsets`` ``[n, 1, 2, 1]`` (x, y)."""
+    g = np.array(global_offsets, dtype=np.float64, copy=True)
+    if transpose:
+        g = g[:, :, ::-1, :].copy()
+    if flip_x:
+        g[:, :, conventions.X_INDEX, :] *= -1
+    if flip_y:
+        g[:, :, conventions.Y_INDEX, :] *= -1
+    return g
+
+
+def stitch(
+    obj_tensor_full: np.ndarray,
+    global_offsets: np.ndarray,
+    M: int = 20,
+    *,
+    flip_x: bool = False,
+    flip_y: bool = False,
+    transpose: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stitch predicted objects ``[n, N, N, 1]`` at their group centroids.
+
+    Returns ``(amplitude [S, S], phase [S, S], stitched complex64 [S, S, 1])`` using
+    the NumPy reference ``reassemble_position`` (central ``M x M`` of every object).
+    """
+    obj = np.asarray(obj_tensor_full)
+    if obj.ndim != 4 or obj.shape[-1] != 1:
+        raise ValueError(f"expected objects of shape [n, N, N, 1] (channels-last), got {obj.shape}")
+    offsets = adjust_offsets(global_offsets, flip_x=flip_x, flip_y=flip_y, transpose=transpose)
+    stitched = reassemble_position(obj.astype(np.complex64), offsets, M)
+    return np.abs(stitched[..., 0]), np.angle(stitched[..., 0]), stitched
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_image(array: np.ndarray, path: str | PathLike, *, cmap: str = "gray", title: str | None = None) -> Path:
+    """Write a 2-D array as a PNG with a colour bar."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
+    im = ax.imshow(np.asarray(array), cmap=cmap)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    fig.tight_layout()
+    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return out
+
+
+def save_outputs(
+    amplitude: np.ndarray | None, phase: np.ndarray | None, results: Mapping[str, Any], output_prefix: str | PathLike
+) -> list[Path]:
+    """Upstream-compatible: write ``reconstructed_amplitude.png`` and ``reconstructed_phase.png``.
+
+    Writes nothing when either array is None (as upstream).  Returns the written paths.
+    """
+    if amplitude is None or phase is None:
+        return []
+    out = Path(output_prefix)
+    return [
+        save_image(np.squeeze(amplitude), out / "reconstructed_amplitude.png", cmap="gray", title="amplitude"),
+        save_image(np.squeeze(phase), out / "reconstructed_phase.png", cmap="viridis", title="phase (rad)"),
+    ]
+
+
+def save_reconstruction(
+    output_dir: str | PathLike,
+    stitched: np.ndarray,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``reconstruction.npz`` (amplitude, phase, object) plus ``amplitude.png`` and ``phase.png``."""
+    out = Path(output_dir)
+    obj = np.asarray(stitched)
+    obj = obj[..., 0] if obj.ndim == 3 else obj
+    amp, phase = np.abs(obj).astype(np.float32), np.angle(obj).astype(np.float32)
+    meta = {str(k): np.asarray(v) for k, v in (metadata or {}).items()}
+
+    def write_npz(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, amplitude=amp, phase=phase, object=obj.astype(np.complex64), **meta)
+
+    npz = _atomic_write(out / "reconstruction.npz", write_npz)
+    return {
+        "npz": npz,
+        "amplitude_png": save_image(amp, out / "amplitude.png", cmap="gray", title="stitched amplitude"),
+        "phase_png": save_image(phase, out / "phase.png", cmap="viridis", title="stitched phase (rad)"),
+    }
+
+
+def write_history_csv(history: Mapping[str, Sequence[float]], path: str | PathLike) -> Path:
+    """Write per-epoch loss history as CSV: an ``epoch`` column then one column per series."""
+    keys = [k for k, v in history.items() if v is not None and len(v) > 0]
+    n = max((len(history[k]) for k in keys), default=0)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["epoch", *keys])
+            for i in range(n):
+                w.writerow([i + 1, *[repr(float(history[k][i])) if i < len(history[k]) else "" for k in keys]])
+
+    return _atomic_write(Path(path), write)
+
+
+def plot_history_png(history: Mapping[str, Sequence[float]], path: str | PathLike, *, title: str = "loss") -> Path:
+    """Plot every loss series in ``history`` against the epoch (log scale when all values are positive)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    values = []
+    for key, series in history.items():
+        if series is None or len(series) == 0:
+            continue
+        ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=key)
+        values.extend(float(v) for v in series)
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(title)
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return out
