@@ -28,7 +28,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from zlib import error as zlib_error
 
 import numpy as np
 
+from ptycho.atomic import atomic_path
 from ptycho.errors import (
     BundleBackendMismatchError,
     BundleFormatError,
@@ -283,21 +283,11 @@ def write_bundle(
 
     target = bundle_path(location)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".wts-", suffix=".zip.tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
-                zf.writestr("manifest.dill", dump_plain_pickle(manifest))
-                for name, data in members.items():
-                    zf.writestr(name, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+        zf.writestr("manifest.dill", dump_plain_pickle(manifest))
+        for name, data in members.items():
+            zf.writestr(name, data)
     return target
 
 

@@ -33,8 +33,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ptycho.atomic import atomic_path
 from ptycho.errors import CanonicalWeightsError, ConfigError
 from ptycho.network_spec import CANONICAL_KERNEL_LAYOUT, NetworkSpec, build_network_spec
 
@@ -282,20 +281,8 @@ def write_canonical_weights(
     """
     path = Path(path)
     arrays, meta = _prepare(weights, spec, backend, metadata, path)
-    directory = path.parent
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{path}: directory {directory} does not exist; create it first")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        _write_h5(tmp_name, arrays, spec, backend, meta)
-        with open(tmp_name, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_path(path) as tmp:
+        _write_h5(str(tmp), arrays, spec, backend, meta)
     return path
 
 

@@ -28,8 +28,8 @@ def _compose(message: str, file: str | PathLike | None, field: str | None, fix: 
     return text
 
 
-class DataContractError(PtychoError, ValueError):
-    """Input data (an NPZ file or arrays) violates the data contract in ``specs/data.md``."""
+class LocatedError(PtychoError, ValueError):
+    """Base of the errors that point at a place: ``file``, ``field`` and the ``fix``."""
 
     def __init__(
         self,
@@ -43,6 +43,10 @@ class DataContractError(PtychoError, ValueError):
         self.field = field
         self.fix = fix
         super().__init__(_compose(message, file, field, fix))
+
+
+class DataContractError(LocatedError):
+    """Input data (an NPZ file or arrays) violates the data contract in ``specs/data.md``."""
 
 
 class ConfigError(PtychoError, ValueError):
@@ -87,21 +91,8 @@ class BackendUnavailableError(PtychoError, RuntimeError):
     """The selected backend's framework is not installed."""
 
 
-class CanonicalWeightsError(PtychoError, ValueError):
+class CanonicalWeightsError(LocatedError):
     """A canonical weight file or weight dict does not match its network spec (``specs/canonical-weights.md``).
 
     ``field`` names the offending parameter (canonical name) or file attribute.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | PathLike | None = None,
-        field: str | None = None,
-        fix: str | None = None,
-    ) -> None:
-        self.file = None if file is None else str(file)
-        self.field = field
-        self.fix = fix
-        super().__init__(_compose(message, file, field, fix))

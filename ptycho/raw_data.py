@@ -30,10 +30,7 @@ and the NumPy physics reference only.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from os import PathLike
@@ -44,6 +41,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ptycho import conventions
+from ptycho.atomic import atomic_path
 from ptycho.errors import DataContractError
 from ptycho.grouping import group_neighbors
 from ptycho.reference import physics
@@ -233,16 +231,6 @@ def _group_positions(x: np.ndarray, y: np.ndarray, nn_indices: np.ndarray) -> np
     out[:, 0, conventions.X_INDEX, :] = x[nn_indices]
     out[:, 0, conventions.Y_INDEX, :] = y[nn_indices]
     return out
-
-
-def _file_mode_for(path: Path) -> int:
-    """Permission bits for a new file at ``path``: the existing file's, else the umask default."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 # --------------------------------------------------------------------------- RawData
@@ -676,19 +664,8 @@ class RawData:
                     field="metadata",
                     fix="keep metadata to str/int/float/bool/None/list/dict values",
                 ) from exc
-        mode = _file_mode_for(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     # ------------------------------------------------------------------ grouping

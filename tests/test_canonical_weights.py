@@ -299,7 +299,9 @@ def test_failed_rename_leaves_previous_file_intact(tmp_path, spec, weights, monk
     def boom(src, dst):
         raise OSError("rename failed (injected)")
 
-    monkeypatch.setattr(cw.os, "replace", boom)
+    import ptycho.atomic
+
+    monkeypatch.setattr(ptycho.atomic.os, "replace", boom)
     with pytest.raises(OSError, match="injected"):
         write_canonical_weights(path, weights, spec, backend="tensorflow")
     assert path.read_bytes() == before

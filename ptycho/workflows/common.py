@@ -10,8 +10,6 @@ CSV).
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ptycho import conventions, params
+from ptycho.atomic import atomic_path
 from ptycho.loader import PtychoDataContainer, load
 from ptycho.raw_data import RawData
 from ptycho.reference.physics import reassemble_position
@@ -142,15 +141,8 @@ def _pyplot():
 
 def _atomic_write(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
     return path
 
 
