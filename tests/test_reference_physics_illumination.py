@@ -196,3 +196,13 @@ def test_combine_complex_polar(seed):
     assert z.dtype == np.complex64
     np.testing.assert_allclose(np.abs(z), amp, rtol=1e-6)
     np.testing.assert_allclose(np.angle(z), phase, atol=1e-6)
+
+
+def test_gaussian_window_matches_scipy():
+    import scipy.signal
+
+    from ptycho.reference.probe import _gaussian_window
+
+    for M, std in [(32, 1.7), (64, 6.48), (65, 3.0), (128, 12.97)]:
+        np.testing.assert_allclose(_gaussian_window(M, std), scipy.signal.windows.gaussian(M, std, sym=True),
+                                   rtol=1e-14, atol=0)

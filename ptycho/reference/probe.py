@@ -8,14 +8,23 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.ndimage
-import scipy.signal
 
 from ptycho.conventions import DEFAULT_PROBE_SCALE, DEFAULT_PROBE_WINDOW_SCALE
 from ptycho.errors import ConfigError
 
 __all__ = ["DEFAULT_PROBE_WINDOW_SCALE", "default_probe", "normalize_probe", "probe_disk_mask"]
 
+
+def _gaussian_window(M: int, std: float, sym: bool = True) -> np.ndarray:
+    """``scipy.signal.windows.gaussian(M, std, sym=True)`` in NumPy (float64 ``[M]``).
+
+    ``w[n] = exp(-(n - (M-1)/2)**2 / (2 std**2))``.  Written out because importing
+    ``scipy.signal`` costs ~2 s of start-up in every CLI; ``tests`` check it against scipy.
+    """
+    if not sym:
+        raise ValueError("only the symmetric window is used")
+    n = np.arange(M, dtype=np.float64) - (M - 1) / 2.0
+    return np.exp(-(n**2) / (2.0 * float(std) ** 2))
 
 
 def _check_n(N: int, name: str = "N") -> int:
@@ -44,7 +53,7 @@ def default_probe(N: int) -> np.ndarray:
 
     Formula (float64 internally)::
 
-        L = scipy.signal.windows.gaussian(N, std=N / (DEFAULT_PROBE_WINDOW_SCALE * pi**2), sym=True)
+        L = _gaussian_window(N, std=N / (DEFAULT_PROBE_WINDOW_SCALE * pi**2), sym=True)
         L = L / max(L)
         disk = (outer(L, L) > 0.5)                    # radius ~0.17 N, centred at (N-1)/2
         probe = scipy.ndimage.gaussian_filter(disk.astype(float64), sigma=1) + 1e-9
@@ -55,9 +64,11 @@ def default_probe(N: int) -> np.ndarray:
     Returns complex64 ``[N, N]`` (imaginary part 0).
     """
     N = _check_n(N)
-    window = scipy.signal.windows.gaussian(N, std=N / (DEFAULT_PROBE_WINDOW_SCALE * math.pi**2), sym=True)
+    window = _gaussian_window(N, std=N / (DEFAULT_PROBE_WINDOW_SCALE * math.pi**2), sym=True)
     window = window / window.max()
     disk = (np.outer(window, window) > 0.5).astype(np.float64)
+    import scipy.ndimage  # lazy: only the default probe needs it
+
     probe = scipy.ndimage.gaussian_filter(disk, 1) + 1e-9
     return probe.astype(np.complex64)
 
