@@ -1,0 +1,1 @@
+"""Unified command-line entry points: ``ptycho_train`` and ``ptycho_inference`` (both backends)."""

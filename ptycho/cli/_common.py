@@ -1,0 +1,81 @@
+"""Argument helpers and error reporting shared by the ``ptycho_train`` / ``ptycho_inference`` CLIs.
+
+The CLIs import no framework until the arguments are parsed, so ``--help`` and bad flags
+answer at once.  Expected failures (a missing file, an invalid value, a bad bundle, a missing
+framework) print one ``<prog>: error: ...`` line and exit with status 1; argparse reports
+bad flags with its usage line and status 2.  No traceback is shown for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ptycho.errors import PtychoError
+
+BACKEND_CHOICES: tuple[str, ...] = ("tensorflow", "pytorch")
+#: Largest stitching crop: upstream's M=20 (used for N >= 64).  For N=32 the crop is N/2 = 16,
+#: the part of the trimmed object the reassembly normalises (the border is amplified ~1000x).
+STITCH_M: int = 20
+
+
+def stitch_crop(N: int) -> int:
+    """Central crop ``M`` used to stitch objects of size ``N``: ``min(20, N // 2)``."""
+    return min(STITCH_M, int(N) // 2)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags both CLIs accept."""
+    parser.add_argument(
+        "--backend", choices=BACKEND_CHOICES, default="tensorflow", help="framework (default: %(default)s)"
+    )
+    parser.add_argument("--output_dir", type=Path, required=False, help="directory for the outputs")
+    parser.add_argument("--n_groups", type=int, default=None, help="number of groups to use (default: all)")
+    parser.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--gridsize", type=int, default=None, help="group side; C = gridsize**2 patterns per group")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of grouping, initial weights and batch order (default 0)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def resolve_n_groups(args: argparse.Namespace) -> int | None:
+    """``--n_groups``, or the deprecated ``--n_images`` alias (with a DeprecationWarning)."""
+    if args.n_images is not None:
+        warnings.warn("--n_images is deprecated; use --n_groups", DeprecationWarning, stacklevel=2)
+        print("warning: --n_images is deprecated; use --n_groups", file=sys.stderr)
+        if args.n_groups is not None and args.n_groups != args.n_images:
+            raise ValueError(f"--n_images={args.n_images} contradicts --n_groups={args.n_groups}; pass only --n_groups")
+        return args.n_images
+    return args.n_groups
+
+
+def require_file(path: Path | None, flag: str) -> Path:
+    """``path`` if it is an existing file, else FileNotFoundError naming the flag."""
+    if path is None:
+        raise ValueError(f"{flag} is required")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file")
+    return Path(path)
+
+
+def quiet_frameworks() -> None:
+    """Silence TensorFlow's C++ start-up logging (set before it is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+             argv: Sequence[str] | None) -> int:
+    """Parse ``argv``, run ``body`` and turn expected errors into one readable line (exit status 1)."""
+    args = parser.parse_args(argv)
+    quiet_frameworks()
+    try:
+        return body(args)
+    except (PtychoError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,90 @@
+"""``ptycho_inference``: reconstruct a dataset with a trained model bundle (either backend).
+
+Example::
+
+    ptycho_inference --model_path run1 --test_data run1/simulated_data.npz --output_dir recon1
+
+Loads ``{model_path}/wts.h5.zip`` (restoring ``params.cfg``: N, gridsize, intensity scale,
+probe ...), groups the test data, predicts one object per group and stitches them.
+Outputs in ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``, ``object``),
+``amplitude.png`` and ``phase.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ptycho.cli._common import add_common_arguments, require_file, resolve_n_groups, run_main, stitch_crop
+
+PROG = "ptycho_inference"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Reconstruct a dataset with a trained wts.h5.zip.")
+    add_common_arguments(parser)
+    parser.add_argument("--model_path", type=Path, help="directory holding wts.h5.zip (or the zip itself)")
+    parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path, help="NPZ to reconstruct")
+    parser.add_argument("--batch_size", type=int, default=None, help="prediction batch size (default 32)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ptycho import bundle
+
+    if args.output_dir is None:
+        raise ValueError("--output_dir is required")
+    if args.model_path is None:
+        raise ValueError("--model_path is required")
+    test_file = require_file(args.test_data, "--test_data")
+    model_file = bundle.bundle_path(args.model_path)
+    if not model_file.is_file():
+        raise FileNotFoundError(f"--model_path {args.model_path}: no {bundle.BUNDLE_FILENAME} there")
+    n_groups = resolve_n_groups(args)
+
+    from ptycho import params
+    from ptycho.config.config import InferenceConfig, ModelConfig
+    from ptycho.raw_data import RawData
+    from ptycho.workflows import common
+    from ptycho.workflows.backend_selector import backend_module, load_inference_bundle_with_backend
+
+    raw = RawData.from_file(test_file)
+    config = InferenceConfig(
+        model=ModelConfig(N=0, gridsize=args.gridsize or 1),
+        model_path=args.model_path,
+        test_data_file=test_file,
+        n_groups=n_groups,
+        subsample_seed=args.seed,
+        output_dir=args.output_dir,
+        backend=args.backend,
+    )
+    model, _cfg = load_inference_bundle_with_backend(args.model_path, config)
+    N, gridsize = int(params.cfg["N"]), int(params.cfg["gridsize"])
+    if args.gridsize is not None and args.gridsize != gridsize:
+        raise ValueError(f"--gridsize {args.gridsize} does not match the model's gridsize {gridsize}; omit --gridsize")
+    if raw.N != N:
+        raise ValueError(f"--test_data {test_file} has {raw.N}x{raw.N} patterns but the model was trained with N={N}")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=N, gridsize=gridsize))
+    container = common.create_ptycho_data_container(raw, config)
+    objects = backend_module(args.backend).predict_objects(model, container, args.batch_size)
+    _amp, _phase, stitched = common.stitch(objects, container.global_offsets, stitch_crop(N))
+    out = Path(args.output_dir)
+    written = common.save_reconstruction(out, stitched)
+    if not args.quiet:
+        print(f"{PROG}: {len(container)} groups of {gridsize}x{gridsize} -> {stitched.shape[0]}x{stitched.shape[1]}",
+              file=sys.stderr)
+        for path in written.values():
+            print(f"{PROG}: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status."""
+    return run_main(PROG, _run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

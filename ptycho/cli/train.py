@@ -1,0 +1,173 @@
+"""``ptycho_train``: train PtychoPINN with either backend and write the model bundle.
+
+Examples::
+
+    ptycho_train --simulate --output_dir run1                 # built-in simulated data
+    ptycho_train --train_data_file train.npz --test_data_file test.npz --gridsize 2 \\
+        --nepochs 30 --output_dir run2 [--backend pytorch]
+
+Outputs in ``--output_dir``: ``wts.h5.zip`` (the model bundle), ``history.csv`` (loss per
+epoch), ``history.png`` (loss plot); with test data also the stitched reconstruction
+(``reconstructed_amplitude.png``, ``reconstructed_phase.png``, ``reconstruction.npz``,
+``amplitude.png``, ``phase.png``, and ``score.json``: amplitude/phase Pearson correlation with the
+test data's true object when it has one); with ``--simulate`` also ``simulated_data.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ptycho.cli._common import add_common_arguments, require_file, resolve_n_groups, run_main, stitch_crop
+
+PROG = "ptycho_train"
+#: Per-epoch series written to history.csv when the backend reports them (the plot shows the first two).
+HISTORY_SERIES: tuple[str, ...] = (
+    "train_loss", "val_loss", "poisson_nll", "mae", "realspace", "val_poisson_nll", "val_mae", "val_realspace",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Train PtychoPINN and save wts.h5.zip.")
+    add_common_arguments(parser)
+    data = parser.add_argument_group("data")
+    data.add_argument("--train_data_file", type=Path, help="training NPZ (data contract, specs/data.md)")
+    data.add_argument("--test_data_file", type=Path, help="test NPZ to reconstruct after training (optional)")
+    data.add_argument(
+        "--simulate", action="store_true",
+        help="train on built-in simulated data (ptycho.simulate) when no --train_data_file is given",
+    )
+    data.add_argument("--N", type=int, default=64, help="--simulate: patch size in pixels (default 64)")
+    data.add_argument("--n_positions", type=int, default=512, help="--simulate: scan positions (default 512)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--batch_size", type=int, default=16, help="power of 2 (default 16)")
+    train.add_argument("--nepochs", type=int, default=50, help="epochs (default 50)")
+    train.add_argument("--nphotons", type=float, default=1e9, help="photons per pattern (default 1e9)")
+    train.add_argument("--n_filters_scale", type=int, default=2, help="CNN width multiplier (default 2)")
+    return parser
+
+
+def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
+    """(train RawData, test RawData or None); simulates and writes ``simulated_data.npz`` with ``--simulate``."""
+    from ptycho.raw_data import RawData
+
+    if args.train_data_file is not None:
+        train = RawData.from_file(require_file(args.train_data_file, "--train_data_file"))
+    elif args.simulate:
+        from ptycho.simulate import simulate_dataset
+
+        path = out / "simulated_data.npz"
+        simulate_dataset(N=args.N, n_positions=args.n_positions, nphotons=args.nphotons, seed=args.seed).to_file(path)
+        if not args.quiet:
+            print(f"{PROG}: simulated {args.n_positions} patterns (N={args.N}) -> {path}", file=sys.stderr)
+        train = RawData.from_file(path)
+    else:
+        raise ValueError("give --train_data_file, or --simulate to train on built-in simulated data")
+    if args.test_data_file is not None:
+        test = RawData.from_file(require_file(args.test_data_file, "--test_data_file"))
+    else:
+        test = train if args.simulate and args.train_data_file is None else None
+    return train, test
+
+
+def _save_bundle(backend: str, results: dict[str, Any], config: Any, out: Path) -> Path:
+    if backend == "tensorflow":
+        from ptycho import model_manager
+
+        return model_manager.save(out)
+    if results.get("bundle_path") is not None:
+        return Path(results["bundle_path"])
+    from ptycho_torch.model_manager import save_torch_bundle
+
+    return save_torch_bundle(results["models"], out, config)
+
+
+def _execution_config(backend: str) -> Any:
+    if backend != "pytorch":
+        return None
+    import torch
+
+    from ptycho.config.config import PyTorchExecutionConfig
+
+    return PyTorchExecutionConfig(accelerator="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _score(test: Any, results: dict[str, Any], N: int, out: Path) -> dict[str, float] | None:
+    """Score the stitched object against the test data's true object (when it has one) into ``score.json``."""
+    if getattr(test, "objectGuess", None) is None:
+        return None
+    import json
+
+    from ptycho.atomic import atomic_write_bytes
+    from ptycho.evaluation import score_stitched
+
+    score = score_stitched(results["stitched"], test.objectGuess, results["global_offsets"], N, M=stitch_crop(N))
+    atomic_write_bytes(out / "score.json", json.dumps(score, indent=1, sort_keys=True).encode())
+    return score
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ptycho.config.config import ModelConfig, TrainingConfig
+
+    if args.output_dir is None:
+        raise ValueError("--output_dir is required")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n_groups = resolve_n_groups(args)
+    train, test = _load_data(args, out)
+    gridsize = 1 if args.gridsize is None else args.gridsize
+    extra = {} if n_groups is None else {"n_groups": n_groups}
+    config = TrainingConfig(
+        model=ModelConfig(N=train.N, gridsize=gridsize, n_filters_scale=args.n_filters_scale),
+        train_data_file=args.train_data_file,
+        test_data_file=args.test_data_file,
+        batch_size=args.batch_size,
+        nepochs=args.nepochs,
+        nphotons=args.nphotons,
+        subsample_seed=args.seed,
+        output_dir=out,
+        backend=args.backend,
+        **extra,
+    )
+    if n_groups is None:
+        config.n_groups = len(train.xcoords)
+    from ptycho.workflows import common
+    from ptycho.workflows.backend_selector import run_cdi_example_with_backend
+
+    amp, phase, results = run_cdi_example_with_backend(
+        train, test, config, M=stitch_crop(train.N), do_stitching=test is not None,
+        torch_execution_config=_execution_config(args.backend), quiet=args.quiet,
+    )
+    bundle = _save_bundle(args.backend, results, config, out)
+    history = {k: list(v) for k, v in results["history"].items() if k in HISTORY_SERIES and v is not None and len(v)}
+    common.write_history_csv(history, out / "history.csv")
+    common.plot_history_png({k: history[k] for k in ("train_loss", "val_loss") if k in history}, out / "history.png")
+    written = [bundle, out / "history.csv", out / "history.png"]
+    score = None
+    if amp is not None:
+        written += common.save_outputs(amp, phase, results, out)
+        written += list(common.save_reconstruction(out, results["stitched"]).values())
+        score = _score(test, results, train.N, out)
+        if score is not None:
+            written.append(out / "score.json")
+    if not args.quiet:
+        losses = results["history"]["train_loss"]
+        print(f"{PROG}: loss {losses[0]:.6g} -> {losses[-1]:.6g} over {len(losses)} epochs", file=sys.stderr)
+        if score is not None:
+            print(f"{PROG}: stitched vs true object: amplitude Pearson {score['amp_pearson']:.3f}, "
+                  f"phase Pearson {score['phase_pearson']:.3f}", file=sys.stderr)
+        for path in written:
+            print(f"{PROG}: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit status."""
+    return run_main(PROG, _run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The TensorFlow side of the parity API the conformance harness drives (``BACKENDS.md``).
+
+All arrays in and out are NumPy in the data-contract layout (channels-last images
+``[B, N, N, C]``, positions ``[B, 1, 2, C]``); weights are canonical dicts
+(:mod:`ptycho.canonical_weights`).  ``ptycho_torch.parity_api`` has the same functions.
+
+* :func:`build` -> an opaque :class:`Handle`; :func:`get_weights` / :func:`set_weights`;
+* :func:`forward` -> every named intermediate of ``ptycho.reference.model.forward``;
+* :func:`loss_and_grads`, :func:`train_steps` (Adam, Keras formula; the optimizer state
+  lives in the handle, so successive calls continue one optimisation);
+* :func:`physics_op` -> the ``ptycho.tf_helper`` op of the same name as the reference op;
+* :func:`save_bundle` / :func:`load_bundle` through :mod:`ptycho.model_manager`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ptycho import model as tf_model
+from ptycho import model_manager, tf_helper
+from ptycho.model import PtychoPINNModels, build_models, canonical_name, initial_weights
+from ptycho.network_spec import network_spec_from_config
+from ptycho.train_pinn import LossWeights, Trainer, make_optimizer
+
+__all__ = [
+    "BACKEND",
+    "PHYSICS_OPS",
+    "Handle",
+    "build",
+    "forward",
+    "get_weights",
+    "load_bundle",
+    "loss_and_grads",
+    "physics_op",
+    "save_bundle",
+    "set_weights",
+    "train_steps",
+]
+
+BACKEND = "tensorflow"
+
+#: Reference op name -> TensorFlow implementation (same arguments as ``ptycho.reference.physics``).
+PHYSICS_OPS = {
+    "translate": tf_helper.translate,
+    "reassemble_patches": tf_helper.reassemble_patches,
+    "extract_patches": tf_helper.extract_patches,
+    "trim": tf_helper.trim,
+    "pad_object": tf_helper.pad_object,
+    "pad_to": tf_helper.pad_to,
+    "center_crop": tf_helper.center_crop,
+    "illuminate": tf_helper.illuminate,
+    "diffract": tf_helper.diffract,
+    "diffract_channels": tf_helper.diffract_channels,
+    "gaussian_smooth3x3": tf_helper.gaussian_smooth3x3,
+    "combine_complex": tf_helper.combine_complex,
+    "reassemble_position": tf_helper.reassemble_position,
+    "poisson_nll": tf_helper.poisson_nll,
+    "mean_absolute_error": tf_helper.mean_absolute_error,
+    "normalize_x_full": tf_helper.normalize_x_full,
+}
+
+
+@dataclass
+class Handle:
+    """The native models of one network plus the optimizer state of :func:`train_steps`."""
+
+    models: PtychoPINNModels
+    _trainers: dict[LossWeights, Trainer] = field(default_factory=dict, repr=False)
+    _optimizer: Any = field(default=None, repr=False)
+
+    @property
+    def spec(self):
+        return self.models.spec
+
+    def trainer(self, weights: LossWeights) -> Trainer:
+        """A compiled :class:`Trainer` for these loss weights, sharing one Adam optimizer."""
+        if self._optimizer is None:
+            self._optimizer = make_optimizer()
+        if weights not in self._trainers:
+            self._trainers[weights] = Trainer(self.models.autoencoder, weights, self._optimizer)
+        return self._trainers[weights]
+
+
+def build(
+    model_config: Any,
+    *,
+    weights: Mapping[str, np.ndarray] | None,
+    probe_mask: bool,
+    gaussian_smoothing_sigma: float,
+    intensity_scale_trainable: bool = True,
+    probe_trainable: bool = False,
+    seed: int = 0,
+) -> Handle:
+    """Build the Keras models for ``model_config`` (a ``ModelConfig``).
+
+    ``weights`` is a canonical dict; None uses ``init_canonical_weights(spec, seed=seed,
+    log_scale=log(params.cfg['intensity_scale']), probe=params.cfg['probe'])``.
+    """
+    spec = network_spec_from_config(model_config)
+    models = build_models(
+        spec,
+        weights=initial_weights(spec, seed=seed) if weights is None else weights,
+        probe_mask=probe_mask,
+        gaussian_smoothing_sigma=gaussian_smoothing_sigma,
+        intensity_scale_trainable=intensity_scale_trainable,
+        probe_trainable=probe_trainable,
+    )
+    return Handle(models)
+
+
+def get_weights(handle: Handle) -> dict[str, np.ndarray]:
+    """Every parameter as ``{canonical name: float32 ndarray}`` (HWIO kernels)."""
+    return handle.models.canonical_weights()
+
+
+def set_weights(handle: Handle, weights: Mapping[str, np.ndarray]) -> None:
+    """Load a canonical weight dict (validated strictly) into the handle's models."""
+    handle.models.set_canonical_weights(weights)
+
+
+def _inputs(x_scaled: np.ndarray, positions: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    return tf.constant(np.asarray(x_scaled, np.float32)), tf.constant(np.asarray(positions, np.float32))
+
+
+def forward(handle: Handle, x_scaled: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Every named intermediate (``ptycho.reference.model.OUTPUT_KEYS``) as NumPy arrays."""
+    out = handle.models.intermediates(list(_inputs(x_scaled, positions)), training=False)
+    return {k: np.asarray(out[k]) for k in tf_model.INTERMEDIATE_KEYS}
+
+
+def loss_and_grads(
+    handle: Handle,
+    x_scaled: np.ndarray,
+    positions: np.ndarray,
+    *,
+    nll_weight: float = 1.0,
+    mae_weight: float = 0.0,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Losses ``{'poisson_nll', 'mae', 'total'}`` and ``d total / d param`` for every trainable parameter.
+
+    Gradients are keyed by canonical name (frozen parameters, e.g. the probe unless
+    ``probe_trainable``, are absent).
+    """
+    trainer = handle.trainer(LossWeights(nll_weight=nll_weight, mae_weight=mae_weight))
+    x, pos = _inputs(x_scaled, positions)
+    target = tf.zeros((x.shape[0], x.shape[1], x.shape[2], 1), tf.float32)
+    losses, grads = trainer.loss_and_grads(x, pos, target)
+    names = [canonical_name(v.path) for v in trainer.variables]
+    return (
+        {k: float(losses[k]) for k in ("poisson_nll", "mae", "total")},
+        {name: np.asarray(g) for name, g in zip(names, grads, strict=True)},
+    )
+
+
+def train_steps(
+    handle: Handle,
+    batches: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    lr: float,
+    nll_weight: float = 1.0,
+    mae_weight: float = 0.0,
+) -> list[float]:
+    """One Adam step per ``(x_scaled, positions)`` batch at learning rate ``lr``; returns each step's total loss.
+
+    The loss of a step is evaluated before its update.  The weights in the handle are updated.
+    """
+    trainer = handle.trainer(LossWeights(nll_weight=nll_weight, mae_weight=mae_weight))
+    trainer.set_learning_rate(lr)
+    out = []
+    for x_scaled, positions in batches:
+        x, pos = _inputs(x_scaled, positions)
+        target = tf.zeros((x.shape[0], x.shape[1], x.shape[2], 1), tf.float32)
+        out.append(float(trainer.step(x, pos, target)["total"]))
+    return out
+
+
+def physics_op(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Run the TensorFlow implementation of the reference op ``name`` with NumPy in and out.
+
+    Tensors in the result (also inside a tuple, e.g. ``normalize_x_full``) become NumPy arrays;
+    scalar losses become Python floats.
+    """
+    try:
+        op = PHYSICS_OPS[name]
+    except KeyError:
+        raise ValueError(f"unknown physics op {name!r}; expected one of {sorted(PHYSICS_OPS)}") from None
+    result = op(*args, **kwargs)
+
+    def to_numpy(v: Any) -> Any:
+        if isinstance(v, tf.Tensor):
+            a = v.numpy()
+            return float(a) if a.shape == () else a
+        return v
+
+    return tuple(to_numpy(v) for v in result) if isinstance(result, tuple) else to_numpy(result)
+
+
+def save_bundle(handle: Handle, output_dir: str | PathLike, params_snapshot: Mapping[str, Any]) -> Path:
+    """Write ``{output_dir}/wts.h5.zip`` with :func:`ptycho.model_manager.save_models`."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return model_manager.save_models(handle.models, out, params_snapshot=params_snapshot)
+
+
+def load_bundle(path: str | PathLike) -> Handle:
+    """Load a TensorFlow bundle (restores ``params.cfg``) with :func:`ptycho.model_manager.load_models`."""
+    models, _params = model_manager.load_models(path)
+    return Handle(models)

@@ -1,0 +1,120 @@
+"""The unified ``ptycho_train`` / ``ptycho_inference`` command lines (TensorFlow backend)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptycho import bundle
+from ptycho.canonical_weights import canonical_weights_from_bytes
+from ptycho.cli import inference as cli_inference
+from ptycho.cli import train as cli_train
+from ptycho.cli._common import stitch_crop
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+TRAIN_ARGS = [
+    "--simulate", "--N", "32", "--n_positions", "20", "--gridsize", "1", "--nepochs", "2", "--batch_size", "8",
+    "--n_filters_scale", "1", "--quiet", "--seed", "3",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert cli_train.main([*TRAIN_ARGS, "--output_dir", str(out)]) == 0
+    return out
+
+
+def test_train_simulate_writes_bundle_history_and_reconstruction(trained_dir):
+    for name in ("wts.h5.zip", "history.csv", "history.png", "simulated_data.npz", "reconstruction.npz",
+                 "amplitude.png", "phase.png", "reconstructed_amplitude.png", "reconstructed_phase.png"):
+        assert (trained_dir / name).is_file(), name
+    rows = list(csv.DictReader(open(trained_dir / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {"train_loss", "val_loss", "poisson_nll"} <= set(rows[0])
+    b = bundle.read_bundle(trained_dir, expected_backend="tensorflow")
+    assert b.params["subsample_seed"] == 3 and b.params["N"] == 32
+
+
+def test_training_is_deterministic(trained_dir, tmp_path):
+    """The same command twice (same seed) gives bitwise-identical weights: grouping, init and batch order."""
+    assert cli_train.main([*TRAIN_ARGS, "--output_dir", str(tmp_path)]) == 0
+    first, _ = canonical_weights_from_bytes(bundle.read_bundle(trained_dir).canonical_weights)
+    second, _ = canonical_weights_from_bytes(bundle.read_bundle(tmp_path).canonical_weights)
+    assert list(first) == list(second) and all(np.array_equal(first[k], second[k]) for k in first)
+    assert (trained_dir / "history.csv").read_text() == (tmp_path / "history.csv").read_text()
+
+
+def test_inference_writes_the_stitched_reconstruction(trained_dir, tmp_path):
+    status = cli_inference.main([
+        "--model_path", str(trained_dir), "--test_data", str(trained_dir / "simulated_data.npz"),
+        "--output_dir", str(tmp_path), "--quiet",
+    ])
+    assert status == 0
+    rec = np.load(tmp_path / "reconstruction.npz")
+    assert set(rec.files) >= {"amplitude", "phase", "object"}
+    assert rec["object"].dtype == np.complex64 and rec["amplitude"].shape == rec["object"].shape
+    assert (tmp_path / "amplitude.png").is_file() and (tmp_path / "phase.png").is_file()
+
+
+def test_n_images_is_a_deprecated_alias(trained_dir, tmp_path, capsys):
+    with pytest.warns(DeprecationWarning, match="--n_groups"):
+        status = cli_inference.main([
+            "--model_path", str(trained_dir), "--test_data", str(trained_dir / "simulated_data.npz"),
+            "--output_dir", str(tmp_path), "--n_images", "8", "--quiet",
+        ])
+    assert status == 0 and "deprecated" in capsys.readouterr().err
+
+
+def test_inference_errors_are_readable(trained_dir, tmp_path, capsys):
+    assert cli_inference.main(["--model_path", str(tmp_path), "--test_data", str(trained_dir / "simulated_data.npz"),
+                               "--output_dir", str(tmp_path)]) == 1
+    assert "no wts.h5.zip" in capsys.readouterr().err
+    assert cli_inference.main(["--model_path", str(trained_dir), "--test_data", str(tmp_path / "missing.npz"),
+                               "--output_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "missing.npz" in err and "Traceback" not in err
+    assert cli_inference.main(["--model_path", str(trained_dir), "--test_data", str(trained_dir / "simulated_data.npz"),
+                               "--output_dir", str(tmp_path), "--gridsize", "2"]) == 1
+    assert "does not match the model's gridsize 1" in capsys.readouterr().err
+    assert cli_inference.main(["--model_path", str(trained_dir), "--test_data", str(trained_dir / "simulated_data.npz"),
+                               "--output_dir", str(tmp_path), "--backend", "pytorch"]) == 1
+    assert "written by the tensorflow backend" in capsys.readouterr().err
+
+
+def test_train_errors_are_readable(tmp_path, capsys):
+    assert cli_train.main(["--output_dir", str(tmp_path)]) == 1
+    assert "--train_data_file" in capsys.readouterr().err
+    assert cli_train.main(["--train_data_file", str(tmp_path / "nope.npz"), "--output_dir", str(tmp_path)]) == 1
+    assert "nope.npz: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli_train.main(["--nepochs", "many"])
+    assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "module,args,code,text",
+    [
+        ("ptycho.cli.train", ["--help"], 0, "--simulate"),
+        ("ptycho.cli.inference", ["--help"], 0, "--model_path"),
+        ("ptycho.cli.train", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+        ("ptycho.cli.train", ["--backend", "jax"], 2, "invalid choice: 'jax'"),
+        ("ptycho.cli.train", ["--train_data_file", "/nonexistent/x.npz", "--output_dir", "OUT"], 1, "no such file"),
+    ],
+)
+def test_python_m_entry_points(module, args, code, text, tmp_path):
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code
+    assert text in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_stitch_crop():
+    assert stitch_crop(64) == 20 and stitch_crop(128) == 20 and stitch_crop(32) == 16
