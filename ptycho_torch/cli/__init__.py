@@ -1,0 +1,1 @@
+"""Command-line helpers shared by ``python -m ptycho_torch.train`` and ``python -m ptycho_torch.inference``."""

@@ -1,0 +1,150 @@
+"""Helpers shared by the PyTorch training and inference CLIs.
+
+* :func:`validate_paths` -> ``FileNotFoundError`` for a missing input; creates the output directory.
+* :func:`resolve_accelerator` maps ``--accelerator`` and the deprecated ``--device`` to one value.
+* :func:`build_execution_config_from_args` builds the ``PyTorchExecutionConfig`` (runtime only; it
+  never reaches ``params.cfg``).
+* :func:`apply_deprecated_flags` turns ``--device`` / ``--disable_mlflow`` / ``--n_images`` into
+  their replacements, each with a ``DeprecationWarning``.
+* :func:`run_cli` prints a readable one-line error (no traceback) for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from ptycho.config.config import PyTorchExecutionConfig
+from ptycho.errors import PtychoError
+
+__all__ = [
+    "EXIT_USAGE",
+    "add_common_execution_flags",
+    "apply_deprecated_flags",
+    "build_execution_config_from_args",
+    "resolve_accelerator",
+    "run_cli",
+    "validate_paths",
+]
+
+#: Exit status for bad input (argparse itself exits with 2 for an unknown flag or a bad choice).
+EXIT_USAGE = 2
+_DEVICE_TO_ACCELERATOR = {"cpu": "cpu", "cuda": "cuda", "gpu": "gpu", "mps": "mps", "auto": "auto"}
+
+
+def validate_paths(
+    train_file: str | PathLike | None,
+    test_file: str | PathLike | None,
+    output_dir: str | PathLike,
+) -> Path:
+    """Check that the given input files exist and create ``output_dir``; returns it as a Path.
+
+    Raises ``FileNotFoundError`` naming the missing file (``None`` inputs are skipped).
+    """
+    for label, path in (("training data", train_file), ("test data", test_file)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: {label} file not found")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def resolve_accelerator(accelerator: str | None, device: str | None = None) -> str:
+    """The accelerator to request: ``--accelerator`` when given, else the legacy ``--device``, else 'auto'.
+
+    The returned name is what the user asked for (``'auto'`` stays ``'auto'``); the workflow
+    resolves it against the hardware (``ptycho_torch.runtime.resolve_accelerator``).
+    """
+    if accelerator is not None:
+        return accelerator
+    if device is not None:
+        if device not in _DEVICE_TO_ACCELERATOR:
+            raise ValueError(f"--device {device!r} is invalid: expected one of {sorted(_DEVICE_TO_ACCELERATOR)}")
+        return _DEVICE_TO_ACCELERATOR[device]
+    return "auto"
+
+
+def apply_deprecated_flags(args: argparse.Namespace) -> argparse.Namespace:
+    """Map the deprecated flags onto their replacements, warning once per flag used."""
+    if getattr(args, "device", None) is not None:
+        warnings.warn("--device is deprecated; use --accelerator", DeprecationWarning, stacklevel=2)
+    args.accelerator = resolve_accelerator(getattr(args, "accelerator", None), getattr(args, "device", None))
+    if getattr(args, "disable_mlflow", False):
+        warnings.warn("--disable_mlflow is deprecated; use --logger none --quiet", DeprecationWarning, stacklevel=2)
+        args.logger = "none"
+        args.quiet = True
+    if getattr(args, "n_images", None) is not None:
+        warnings.warn("--n_images is deprecated; use --n_groups", DeprecationWarning, stacklevel=2)
+        if args.n_groups is not None and args.n_groups != args.n_images:
+            raise ValueError(
+                f"--n_groups {args.n_groups} and --n_images {args.n_images} disagree; pass only --n_groups"
+            )
+        args.n_groups = args.n_images
+    return args
+
+
+def add_common_execution_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags both CLIs share: accelerator, workers, precision, speed options, quiet."""
+    parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"], default=None,
+                        help="hardware to run on (default auto: CUDA if available, else CPU)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--num-workers", dest="num_workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--precision", choices=["32-true", "16-mixed", "bf16-mixed"], default="32-true",
+                        help="numeric precision of the CNN (the physics always runs in float32)")
+    parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last memory format for the CNN (default: on)")
+    parser.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the CNN (default: on for CUDA, off on CPU)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_execution_config_from_args(args: argparse.Namespace, mode: str = "training") -> PyTorchExecutionConfig:
+    """``PyTorchExecutionConfig`` from parsed CLI arguments (``mode``: 'training' or 'inference').
+
+    Missing attributes keep the dataclass defaults.  Raises ``ConfigError`` for invalid values.
+    """
+    if mode not in ("training", "inference"):
+        raise ValueError(f"mode={mode!r} is invalid: expected 'training' or 'inference'")
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    kw: dict[str, Any] = {
+        "accelerator": resolve_accelerator(get("accelerator"), get("device")),
+        "num_workers": int(get("num_workers", 0) or 0),
+        "precision": get("precision", "32-true") or "32-true",
+        "enable_progress_bar": not bool(get("quiet", False)),
+    }
+    if mode == "training":
+        logger = get("logger", "csv")
+        kw.update(
+            deterministic=bool(get("deterministic", True)),
+            learning_rate=float(get("learning_rate", 1e-3)),
+            scheduler=get("scheduler", "Default") or "Default",
+            logger_backend=None if logger in (None, "none") else logger,
+            enable_checkpointing=bool(get("enable_checkpointing", True)),
+            checkpoint_save_top_k=int(get("checkpoint_save_top_k", 1)),
+            checkpoint_monitor_metric=get("checkpoint_monitor", "val_loss") or "val_loss",
+            checkpoint_mode=get("checkpoint_mode", "min") or "min",
+            early_stop_patience=int(get("early_stop_patience", 100)),
+            accum_steps=int(get("accumulate_grad_batches", 1)),
+            gradient_clip_val=get("gradient_clip_val"),
+        )
+    else:
+        if get("inference_batch_size") is not None:
+            kw["inference_batch_size"] = int(get("inference_batch_size"))
+    return PyTorchExecutionConfig(**kw)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)``; input errors are printed as ``error: <message>`` (exit 2), never as tracebacks."""
+    try:
+        return main(argv)
+    except (PtychoError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,112 @@
+"""Training losses of PtychoPINN (the same terms and reductions as the Keras backend).
+
+``total = nll_weight * poisson_nll(x_scaled**2, pred_intensity)
+        + mae_weight * mae(x_scaled, pred_amplitude)
+        + realspace_weight * realspace_mae_weight * mean(| |trimmed_object| - target |)``
+
+Means run over ALL elements (batch, channels, pixels), as Keras reduces them.  A term whose weight
+is 0 is reported (detached) but not added to ``total``, so its value (even NaN, e.g. the Poisson
+term of a non-positive prediction) cannot reach the gradient.  ``target`` is the ground-truth
+amplitude of channel 0 moved into the group-centroid frame (:func:`realspace_target`).
+
+``torch_loss_mode`` (``TrainingConfig.torch_loss_mode``) selects the weights: ``'poisson'`` uses the
+configured ``nll_weight`` / ``mae_weight``; ``'mae'`` trains on the amplitude MAE only
+(``nll_weight = 0``, ``mae_weight`` = the configured value, or 1 when that is 0).  The metric
+prefix (``poisson_train_loss`` / ``mae_train_loss``) follows the mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ptycho.conventions import REASSEMBLY_SHIFT_SIGN
+from ptycho_torch import helper
+
+__all__ = ["LossWeights", "compute_losses", "realspace_target"]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms and the metric prefix (``'poisson'`` or ``'mae'``)."""
+
+    nll_weight: float = 1.0
+    mae_weight: float = 0.0
+    realspace_weight: float = 0.0
+    realspace_mae_weight: float = 0.0
+    mode: str = "poisson"
+
+    @classmethod
+    def from_config(cls, training_config: object) -> LossWeights:
+        """From a ``TrainingConfig`` (duck-typed), applying ``torch_loss_mode``."""
+        get = lambda name, default: getattr(training_config, name, default)  # noqa: E731
+        mode = get("torch_loss_mode", "poisson")
+        nll, mae = float(get("nll_weight", 1.0)), float(get("mae_weight", 0.0))
+        if mode == "mae":
+            nll, mae = 0.0, (mae if mae > 0 else 1.0)
+        elif mode != "poisson":
+            raise ValueError(f"torch_loss_mode={mode!r} is invalid: expected 'poisson' or 'mae'")
+        return cls(nll, mae, float(get("realspace_weight", 0.0)), float(get("realspace_mae_weight", 0.0)), mode)
+
+    @property
+    def uses_realspace(self) -> bool:
+        """True when the real-space term contributes (both of its weights non-zero)."""
+        return self.realspace_weight * self.realspace_mae_weight != 0.0
+
+
+def realspace_target(y_amp: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Ground-truth amplitude of channel 0 in the centroid frame, ``[B, 1, N, N]``.
+
+    ``translate(Y_I[:, 0], REASSEMBLY_SHIFT_SIGN * positions[:, 0, 0, :])``: the reassembly shift of
+    channel 0, which places its patch where the trimmed object shows it.
+    """
+    shifted = helper.translate(y_amp[:, 0], REASSEMBLY_SHIFT_SIGN * positions[:, 0, 0, :].to(torch.float64))
+    return shifted[:, None]
+
+
+def compute_losses(
+    outputs: dict[str, torch.Tensor],
+    x_scaled: torch.Tensor,
+    weights: LossWeights,
+    *,
+    target: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch.
+
+    Args:
+        outputs: :meth:`PtychoPINN.forward_intermediates` of the batch.
+        x_scaled: the network input ``[B, C, N, N]`` (the amplitude target; its square is the
+            intensity target).
+        weights: :class:`LossWeights`.
+        target: :func:`realspace_target` of the batch, required when ``weights.uses_realspace``.
+
+    Returns:
+        0-d float tensors ``'poisson_nll'``, ``'mae'``, ``'realspace'`` and ``'total'`` (only
+        ``total`` carries gradients of the weighted terms).
+    """
+    x = x_scaled if x_scaled.dtype == torch.float64 else x_scaled.float()
+    pred_int, pred_amp = outputs["pred_intensity"], outputs["pred_amplitude"]
+    terms: dict[str, torch.Tensor] = {}
+    total = x.new_zeros(())
+    if weights.nll_weight != 0.0:
+        terms["poisson_nll"] = helper.poisson_nll(x.square(), pred_int)
+        total = total + weights.nll_weight * terms["poisson_nll"]
+    else:
+        with torch.no_grad():
+            terms["poisson_nll"] = helper.poisson_nll(x.square(), pred_int.detach())
+    if weights.mae_weight != 0.0:
+        terms["mae"] = helper.mean_absolute_error(x, pred_amp)
+        total = total + weights.mae_weight * terms["mae"]
+    else:
+        with torch.no_grad():
+            terms["mae"] = helper.mean_absolute_error(x, pred_amp.detach())
+    if weights.uses_realspace:
+        if target is None:
+            raise ValueError("realspace_weight * realspace_mae_weight != 0 needs the real-space target")
+        terms["realspace"] = helper.mean_absolute_error(outputs["trimmed_object"].abs(), target.to(x.dtype))
+        total = total + weights.realspace_weight * weights.realspace_mae_weight * terms["realspace"]
+    else:
+        terms["realspace"] = x.new_zeros(())
+    terms["total"] = total
+    return terms

@@ -1,0 +1,134 @@
+"""``python -m ptycho_torch.train``: train PtychoPINN with PyTorch/Lightning on an NPZ dataset.
+
+Writes into ``--output_dir``: ``wts.h5.zip`` (both models), ``history.csv``, ``history.png``,
+``checkpoints/`` (Lightning) and ``lightning_logs/`` (CSV logger by default).
+
+Example (the CLI smoke)::
+
+    python -m ptycho_torch.train --train_data_file tests/fixtures/pytorch_integration/minimal_dataset_v1.npz \\
+        --test_data_file tests/fixtures/pytorch_integration/minimal_dataset_v1.npz --output_dir /tmp/cli_smoke \\
+        --n_groups 64 --gridsize 2 --batch_size 4 --max_epochs 1 --accelerator cpu --learning-rate 1e-3
+
+Deprecated flags still work with a ``DeprecationWarning``: ``--n_images`` (-> ``--n_groups``),
+``--device`` (-> ``--accelerator``), ``--disable_mlflow`` (-> ``--logger none --quiet``).
+Bad input prints ``error: ...`` and exits with status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+
+from ptycho.raw_data import RawData
+from ptycho.training_plan import SCHEDULERS
+from ptycho.workflows import common
+from ptycho_torch.cli.shared import (
+    add_common_execution_flags,
+    apply_deprecated_flags,
+    build_execution_config_from_args,
+    run_cli,
+    validate_paths,
+)
+from ptycho_torch.config_factory import create_training_payload
+from ptycho_torch.runtime import RuntimeOptions
+
+__all__ = ["build_parser", "cli_main", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the training CLI."""
+    p = argparse.ArgumentParser(prog="python -m ptycho_torch.train", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train_data_file", required=True, help="training NPZ (data contract)")
+    p.add_argument("--test_data_file", default=None, help="test NPZ (optional)")
+    p.add_argument("--output_dir", required=True, help="directory for wts.h5.zip, history and logs")
+    p.add_argument("--n_groups", type=int, default=None, help="number of groups to train on (default 512)")
+    p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--n_subsample", type=int, default=None, help="scan points subsampled before grouping")
+    p.add_argument("--gridsize", type=int, default=1, help="group side; C = gridsize**2 channels")
+    p.add_argument("--batch_size", type=int, default=16, help="groups per batch (a power of 2)")
+    p.add_argument("--max_epochs", "--nepochs", dest="max_epochs", type=int, default=50, help="training epochs")
+    p.add_argument("--nphotons", type=float, default=None, help="photons per pattern (sets the intensity scale)")
+    p.add_argument("--neighbor_count", type=int, default=None, help="K nearest neighbours per group")
+    p.add_argument("--seed", type=int, default=None, help="seed of grouping, initial weights and batch order")
+    p.add_argument("--torch-loss-mode", dest="torch_loss_mode", choices=["poisson", "mae"], default="poisson")
+    p.add_argument("--learning-rate", dest="learning_rate", type=float, default=1e-3)
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default="Default")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="deterministic algorithms (reproducible on CPU)")
+    p.add_argument("--logger", choices=["csv", "tensorboard", "mlflow", "none"], default="csv")
+    p.add_argument("--disable_mlflow", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--enable-checkpointing", "--disable-checkpointing", dest="enable_checkpointing",
+                   action=_CheckpointToggle, nargs=0, default=True, help="Lightning checkpoints on/off")
+    p.add_argument("--checkpoint-save-top-k", dest="checkpoint_save_top_k", type=int, default=1)
+    p.add_argument("--checkpoint-monitor", dest="checkpoint_monitor", default="val_loss")
+    p.add_argument("--checkpoint-mode", dest="checkpoint_mode", choices=["min", "max"], default="min")
+    p.add_argument("--early-stop-patience", dest="early_stop_patience", type=int, default=100)
+    p.add_argument("--accumulate-grad-batches", dest="accumulate_grad_batches", type=int, default=1)
+    p.add_argument("--gradient-clip-val", dest="gradient_clip_val", type=float, default=None)
+    add_common_execution_flags(p)
+    return p
+
+
+class _CheckpointToggle(argparse.Action):
+    """``--enable-checkpointing`` sets True, ``--disable-checkpointing`` sets False."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102
+        setattr(namespace, self.dest, option_string == "--enable-checkpointing")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {
+        "n_groups": args.n_groups if args.n_groups is not None else 512,
+        "gridsize": args.gridsize,
+        "batch_size": args.batch_size,
+        "max_epochs": args.max_epochs,
+        "torch_loss_mode": args.torch_loss_mode,
+        "learning_rate": args.learning_rate,
+        "scheduler": args.scheduler,
+    }
+    for key in ("test_data_file", "nphotons", "neighbor_count", "n_subsample"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    if args.seed is not None:
+        out["subsample_seed"] = args.seed
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, train, save the bundle and the history; returns the exit status."""
+    from ptycho_torch.workflows.components import run_cdi_example_torch
+
+    args = apply_deprecated_flags(build_parser().parse_args(argv))
+    start = time.perf_counter()
+    output_dir = validate_paths(args.train_data_file, args.test_data_file, args.output_dir)
+    execution = build_execution_config_from_args(args, "training")
+    payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
+    train = RawData.from_file(args.train_data_file)
+    test = RawData.from_file(args.test_data_file) if args.test_data_file else None
+    _amp, _phase, results = run_cdi_example_torch(
+        train, test, payload.tf_training_config, execution_config=payload.execution_config,
+        runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,
+    )
+    history = {k: v for k, v in results["history"].items() if v}
+    common.write_history_csv(history, output_dir / "history.csv")
+    common.plot_history_png({k: history[k] for k in ("train_loss", "val_loss") if k in history},
+                            output_dir / "history.png")
+    if not args.quiet:
+        losses = results["history"]["train_loss"]
+        print(f"trained {len(losses)} epoch(s) in {time.perf_counter() - start:.1f} s; final train_loss "
+              f"{losses[-1]:.6g}; bundle {results['bundle_path']}")
+    return 0
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: :func:`main` with readable errors."""
+    return run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("default", DeprecationWarning)
+    sys.exit(cli_main())

@@ -1,0 +1,1 @@
+"""PyTorch workflows: training, inference and stitching (:mod:`ptycho_torch.workflows.components`)."""

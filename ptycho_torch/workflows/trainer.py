@@ -1,0 +1,140 @@
+"""The Lightning ``Trainer`` of a training run, with every execution flag wired through.
+
+:func:`trainer_kwargs` is the single place that maps ``PyTorchExecutionConfig`` to ``L.Trainer``
+arguments (tested flag by flag in ``tests/torch/test_cli_train_torch.py``):
+
+============================== ===================================================================
+execution config               Trainer
+============================== ===================================================================
+accelerator ('auto' resolved)  ``accelerator``
+devices, strategy              ``devices``, ``strategy``
+deterministic                  ``deterministic`` (True -> ``torch.use_deterministic_algorithms``)
+precision                      ``precision`` ('32-true', '16-mixed', 'bf16-mixed')
+gradient_clip_val/_algorithm   ``gradient_clip_val``, ``gradient_clip_algorithm`` ('agc' rejected)
+accum_steps                    ``accumulate_grad_batches``
+enable_progress_bar            ``enable_progress_bar`` (and the model summary)
+enable_checkpointing, checkpoint_save_top_k, checkpoint_monitor_metric, checkpoint_mode
+                               ``ModelCheckpoint(dirpath=<output_dir>/checkpoints, save_last=True)``
+early_stop_patience            ``EarlyStopping`` on the validation loss (only with validation data)
+logger_backend                 ``CSVLogger`` / ``TensorBoardLogger`` / ``MLFlowLogger`` / none
+============================== ===================================================================
+
+Also: ``max_epochs = TrainingConfig.nepochs``, ``default_root_dir = output_dir``,
+``num_sanity_val_steps = 0`` (the validation accumulators see real epochs only),
+``use_distributed_sampler = False`` (batches come from :class:`ptycho_torch.data.PlanBatchSampler`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from ptycho.config.config import PyTorchExecutionConfig
+from ptycho.errors import ConfigError
+from ptycho_torch.runtime import resolve_accelerator
+
+__all__ = ["build_callbacks", "build_logger", "build_trainer", "monitor_metric", "trainer_kwargs"]
+
+
+def monitor_metric(requested: str, has_validation: bool) -> str:
+    """The metric a checkpoint / early-stopping callback monitors: ``val_*`` becomes ``train_*`` without validation."""
+    if not has_validation and requested.startswith("val_"):
+        return "train_" + requested[len("val_") :]
+    return requested
+
+
+def build_logger(backend: str | None, output_dir: Path) -> Any:
+    """The Lightning logger for ``logger_backend`` (False for None); optional packages are checked first."""
+    if backend is None:
+        return False
+    if backend == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="lightning_logs")
+    if backend == "tensorboard":
+        if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
+            raise ConfigError("logger", backend, "an installed logger backend",
+                              fix="pip install tensorboard, or use --logger csv / none")
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(output_dir), name="lightning_logs")
+    if backend == "mlflow":
+        if importlib.util.find_spec("mlflow") is None:
+            raise ConfigError("logger", backend, "an installed logger backend",
+                              fix="pip install mlflow, or use --logger csv / none")
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name="ptychopinn", tracking_uri=(output_dir / "mlruns").resolve().as_uri())
+    raise ConfigError("logger", backend, "one of 'csv', 'tensorboard', 'mlflow', None")
+
+
+def build_callbacks(execution: PyTorchExecutionConfig, output_dir: Path, has_validation: bool) -> list[Callback]:
+    """Checkpointing (when enabled) and early stopping (when there is validation data)."""
+    callbacks: list[Callback] = []
+    if execution.enable_checkpointing:
+        monitor = monitor_metric(execution.checkpoint_monitor_metric, has_validation)
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(output_dir / "checkpoints"),
+                filename="epoch={epoch:02d}-" + monitor + "={" + monitor + ":.4f}",
+                auto_insert_metric_name=False,
+                monitor=monitor,
+                mode=execution.checkpoint_mode,
+                save_top_k=execution.checkpoint_save_top_k,
+                save_last=True,
+            )
+        )
+    if has_validation:
+        callbacks.append(
+            EarlyStopping(monitor=monitor_metric(execution.checkpoint_monitor_metric, True),
+                          patience=execution.early_stop_patience, mode=execution.checkpoint_mode)
+        )
+    return callbacks
+
+
+def trainer_kwargs(
+    execution: PyTorchExecutionConfig,
+    *,
+    max_epochs: int,
+    output_dir: Path,
+    has_validation: bool,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Keyword arguments of ``L.Trainer`` for one run (see the module docstring table)."""
+    if execution.gradient_clip_algorithm == "agc":
+        raise ConfigError("gradient_clip_algorithm", "agc", "'norm' or 'value' (Lightning has no AGC)")
+    progress = bool(execution.enable_progress_bar) and not quiet
+    return {
+        "max_epochs": int(max_epochs),
+        "accelerator": resolve_accelerator(execution.accelerator),
+        "devices": execution.devices,
+        "strategy": execution.strategy,
+        "deterministic": execution.deterministic,
+        "precision": execution.precision,
+        "gradient_clip_val": execution.gradient_clip_val,
+        "gradient_clip_algorithm": execution.gradient_clip_algorithm if execution.gradient_clip_val else None,
+        "accumulate_grad_batches": int(execution.accum_steps),
+        "enable_progress_bar": progress,
+        "enable_model_summary": progress,
+        "enable_checkpointing": bool(execution.enable_checkpointing),
+        "callbacks": build_callbacks(execution, output_dir, has_validation),
+        "logger": build_logger(execution.logger_backend, output_dir),
+        "default_root_dir": str(output_dir),
+        "log_every_n_steps": 1,
+        "num_sanity_val_steps": 0,
+        "use_distributed_sampler": False,
+    }
+
+
+def build_trainer(execution: PyTorchExecutionConfig, **kwargs: Any) -> L.Trainer:
+    """``L.Trainer(**trainer_kwargs(execution, **kwargs))``; Lightning's info messages are silenced when quiet."""
+    kw = trainer_kwargs(execution, **kwargs)
+    if kwargs.get("quiet"):
+        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return L.Trainer(**kw)
