@@ -3,7 +3,8 @@
 ``nox -s tests``   the default test suite (what the README and .ci/run run)
 ``nox -s slow``    the tests marked slow (longer end-to-end runs)
 ``nox -s lint``    ruff
-``nox -s bench``   the benchmarks in benchmarks/
+``nox -s bench``   the benchmarks in benchmarks/ (CPU)
+``nox -s gpu``     CUDA checks and throughput of the PyTorch backend (needs a GPU)
 
 Each session installs the project from this checkout into its own virtualenv.
 torch is pinned in pyproject.toml: an unpinned torch would pull CUDA wheels.
@@ -45,3 +46,12 @@ def bench(session: nox.Session) -> None:
     """Run every benchmark script and print its measurements."""
     session.install("-e", ".[all]")
     session.run("python", "benchmarks/bench_grouping.py", *session.posargs)
+    session.run("python", "benchmarks/bench_step_time.py")
+    session.run("python", "benchmarks/bench_tf_training.py", "--epochs", "3", "--n_positions", "128")
+
+
+@nox.session(python=PYTHON)
+def gpu(session: nox.Session) -> None:
+    """On a machine with CUDA: PyTorch backend correctness, determinism and throughput on the GPU."""
+    session.install("-e", ".[torch]")
+    session.run("python", "benchmarks/cuda_check.py", *session.posargs)
