@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,9 @@ def test_train_simulate_writes_bundle_history_and_reconstruction(trained_dir):
     assert [r["epoch"] for r in rows] == ["1", "2"] and {"train_loss", "val_loss", "poisson_nll"} <= set(rows[0])
     b = bundle.read_bundle(trained_dir, expected_backend="tensorflow")
     assert b.params["subsample_seed"] == 3 and b.params["N"] == 32
+    score = json.loads((trained_dir / "score.json").read_text())
+    assert set(score) == {"amp_pearson", "phase_pearson", "covered_pixels"}
+    assert -1.0 <= score["amp_pearson"] <= 1.0 and score["covered_pixels"] > 0
 
 
 def test_training_is_deterministic(trained_dir, tmp_path):
