@@ -59,6 +59,9 @@ PAYLOAD_MEMBERS: dict[str, tuple[str, ...]] = {
     "tensorflow": ("model.keras",),
     "pytorch": ("model.pt", "lightning.ckpt"),
 }
+#: Model settings outside the network spec that change the forward physics; every bundle's
+#: manifest carries them at top level so a loader of either backend rebuilds the same model.
+PHYSICS_MANIFEST_KEYS: tuple[str, ...] = ("canvas_size", "probe_mask", "gaussian_smoothing_sigma")
 TOP_LEVEL_MEMBERS: tuple[str, ...] = (
     "manifest.json",
     "manifest.dill",
@@ -242,6 +245,7 @@ def write_bundle(
     params_snapshot: Mapping[str, Any],
     canonical_weights: bytes,
     network: Mapping[str, Any],
+    physics: Mapping[str, Any],
     intensity_scale: float,
     framework: Mapping[str, str],
     extra_manifest: Mapping[str, Any] | None = None,
@@ -251,13 +255,16 @@ def write_bundle(
     ``model_payloads`` maps each model name (``MODEL_NAMES``) to ``{filename: bytes}``
     with filenames from ``PAYLOAD_MEMBERS[backend]``.  ``network`` holds the
     architecture fields (N, gridsize, n_filters_scale, object_big, probe_big,
-    pad_object, amp_activation) so a loader can rebuild the model without
-    reading anything else.
+    pad_object, amp_activation) and ``physics`` the settings of
+    :data:`PHYSICS_MANIFEST_KEYS` (canvas size ``P`` in pixels, probe disk mask on/off,
+    exit-wave smoothing sigma), so a loader can rebuild the model without reading anything else.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is invalid: expected one of {BACKENDS}")
     if tuple(sorted(model_payloads)) != tuple(sorted(MODEL_NAMES)):
         raise ValueError(f"a bundle holds exactly the models {MODEL_NAMES}, got {sorted(model_payloads)}")
+    if set(physics) != set(PHYSICS_MANIFEST_KEYS):
+        raise ValueError(f"physics must have exactly the keys {PHYSICS_MANIFEST_KEYS}, got {sorted(physics)}")
     allowed = PAYLOAD_MEMBERS[backend]
     members: dict[str, bytes] = {
         "params.json": encode_params(params_snapshot),
@@ -282,6 +289,9 @@ def write_bundle(
         "created_by": f"ptychopinn {ptycho_version}",
         "framework": dict(framework),
         "network": dict(network),
+        "canvas_size": int(physics["canvas_size"]),
+        "probe_mask": bool(physics["probe_mask"]),
+        "gaussian_smoothing_sigma": float(physics["gaussian_smoothing_sigma"]),
         "intensity_scale": float(intensity_scale),
         "members": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in members.items()},
     }
@@ -399,7 +409,7 @@ def read_bundle(location: str | PathLike, *, expected_backend: str | None = None
             raise BundleFormatError(f"manifest.json is not valid JSON ({exc})", file=path) from None
         if not isinstance(manifest, dict):
             raise BundleFormatError("manifest.json is not an object", file=path)
-        for key in ("format", "version", "backend", "models", "members", "network"):
+        for key in ("format", "version", "backend", "models", "members", "network", *PHYSICS_MANIFEST_KEYS):
             if key not in manifest:
                 raise BundleFormatError(f"manifest.json lacks the key '{key}'", file=path, fix="re-save the bundle")
         if manifest["format"] != FORMAT_NAME:

@@ -194,7 +194,7 @@ def save_models(
         network=spec.config(),
         intensity_scale=math.exp(log_scale),
         framework={"tensorflow": tf.__version__, "keras": keras.__version__},
-        extra_manifest={
+        physics={
             "canvas_size": models.canvas_size,
             "probe_mask": models.probe_mask,
             "gaussian_smoothing_sigma": models.gaussian_smoothing_sigma,

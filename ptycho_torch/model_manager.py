@@ -217,6 +217,8 @@ def save_torch_bundle(
         params_snapshot=snapshot,
         canonical_weights=canonical_weights_to_bytes(export_canonical(model), spec, backend="pytorch"),
         network=spec.config(),
+        physics={"canvas_size": model.P, "probe_mask": model.probe_mask,
+                 "gaussian_smoothing_sigma": model.gaussian_smoothing_sigma},
         intensity_scale=math.exp(float(model.log_scale.detach())),
         framework=versions,
     )
@@ -269,11 +271,16 @@ def load_torch_bundle(
     source = dict(snapshot)
     for key, value in network.items():
         source[KEY_MAPPINGS.get(key, key)] = value
+    for key in ("probe_mask", "gaussian_smoothing_sigma"):  # the manifest, not params, defines the physics
+        source[KEY_MAPPINGS.get(key, key)] = bundle.manifest[key]
     try:
         model = create_torch_model_with_gridsize(network["gridsize"], network["N"], source, initialize=False)
     except ValueError as exc:
         raise BundleFormatError(f"cannot rebuild the model from the manifest and params ({exc})",
                                 file=bundle.path) from None
+    if model.P != bundle.manifest["canvas_size"]:
+        raise BundleFormatError(f"manifest canvas_size {bundle.manifest['canvas_size']} differs from the "
+                                f"rebuilt model's {model.P}", file=bundle.path, fix="re-save the bundle")
     _load_state(model, bundle.payloads["autoencoder"]["model.pt"], "autoencoder/model.pt", bundle.path)
     d2o = DiffractionToObj(model)
     _load_state(d2o, bundle.payloads["diffraction_to_obj"]["model.pt"], "diffraction_to_obj/model.pt", bundle.path)

@@ -21,6 +21,7 @@ from ptycho.errors import (
     UnsafeBundleError,
 )
 
+PHYSICS = {"canvas_size": 74, "probe_mask": False, "gaussian_smoothing_sigma": 0.0}
 NETWORK = {
     "N": 64,
     "gridsize": 2,
@@ -58,7 +59,7 @@ def _write(tmp_path: Path, backend: str = "tensorflow", **kw) -> Path:
         model_payloads={m: {payload: f"{m}-bytes".encode()} for m in bd.MODEL_NAMES},
         params_snapshot=kw.pop("params", _params()),
         canonical_weights=b"HDF5-canonical",
-        network=NETWORK,
+        network=NETWORK, physics=kw.pop("physics", PHYSICS),
         intensity_scale=988.2117688,
         framework={"name": backend, "version": "x"},
         **kw,
@@ -279,18 +280,21 @@ def test_write_validates_models_and_payloads(tmp_path):
     with pytest.raises(ValueError, match="exactly the models"):
         bd.write_bundle(
             tmp_path, backend="tensorflow", model_payloads={"autoencoder": {"model.keras": b""}},
-            params_snapshot={}, canonical_weights=b"", network=NETWORK, intensity_scale=1.0, framework={},
+            params_snapshot={}, canonical_weights=b"", network=NETWORK, physics=PHYSICS,
+            intensity_scale=1.0, framework={},
         )
     with pytest.raises(ValueError, match="not an allowed"):
         bd.write_bundle(
             tmp_path, backend="pytorch",
             model_payloads={m: {"model.pt": b"", "evil.py": b""} for m in bd.MODEL_NAMES},
-            params_snapshot={}, canonical_weights=b"", network=NETWORK, intensity_scale=1.0, framework={},
+            params_snapshot={}, canonical_weights=b"", network=NETWORK, physics=PHYSICS,
+            intensity_scale=1.0, framework={},
         )
     with pytest.raises(ValueError, match="backend"):
         bd.write_bundle(
             tmp_path, backend="jax", model_payloads={m: {"model.pt": b""} for m in bd.MODEL_NAMES},
-            params_snapshot={}, canonical_weights=b"", network=NETWORK, intensity_scale=1.0, framework={},
+            params_snapshot={}, canonical_weights=b"", network=NETWORK, physics=PHYSICS,
+            intensity_scale=1.0, framework={},
         )
 
 
@@ -310,3 +314,12 @@ def test_params_codec_rejects_unstorable_values():
         bd.encode_params({"o": np.array([None], dtype=object)})
     nan_inf = bd.decode_params(bd.encode_params({"a": float("nan"), "b": float("inf")}))
     assert np.isnan(nan_inf["a"]) and nan_inf["b"] == float("inf")
+
+
+def test_every_bundle_carries_the_physics_settings(tmp_path):
+    """Both backends' loaders rebuild the model from these; a bundle without them is refused."""
+    with pytest.raises(ValueError, match="physics must have exactly the keys"):
+        _write(tmp_path / "a", physics={"canvas_size": 74})
+    path = _write(tmp_path / "b")
+    b = bd.read_bundle(path)
+    assert {k: b.manifest[k] for k in bd.PHYSICS_MANIFEST_KEYS} == PHYSICS

@@ -54,6 +54,7 @@ class TestInferenceCLI:
             canonical_weights=b"not used",
             network={"N": 32, "gridsize": 1, "n_filters_scale": 1, "object_big": True, "probe_big": True,
                      "pad_object": True, "amp_activation": "sigmoid"},
+            physics={"canvas_size": 42, "probe_mask": False, "gaussian_smoothing_sigma": 0.0},
             intensity_scale=1.0,
             framework={"tensorflow": "2"},
         )

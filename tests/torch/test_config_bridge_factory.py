@@ -133,7 +133,9 @@ def test_inference_payload_refuses_a_tensorflow_bundle(sim_npz, tmp_path, traine
     (tmp_path / "tf").mkdir()
     write_bundle(tmp_path / "tf", backend="tensorflow",
                  model_payloads={m: {"model.keras": b"x"} for m in ("autoencoder", "diffraction_to_obj")},
-                 params_snapshot={}, canonical_weights=b"x", network=network, intensity_scale=1.0, framework={})
+                 params_snapshot={}, canonical_weights=b"x", network=network,
+                 physics={"canvas_size": 42, "probe_mask": False, "gaussian_smoothing_sigma": 0.0},
+                 intensity_scale=1.0, framework={})
     with pytest.raises(BundleBackendMismatchError):
         create_inference_payload(tmp_path / "tf", sim_npz, tmp_path)
     assert np.isfinite(1.0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ptycho import params
-from ptycho.bundle import write_bundle
+from ptycho.bundle import PHYSICS_MANIFEST_KEYS, write_bundle
 from ptycho.errors import BundleBackendMismatchError, BundleFormatError
 from ptycho_torch.canonical import export_canonical
 from ptycho_torch.model import DiffractionToObj, PtychoPINN
@@ -106,6 +106,7 @@ class TestLoadTorchBundle:
             params_snapshot={"N": 32},
             canonical_weights=members["canonical_weights.h5"],
             network=manifest["network"],
+            physics={k: manifest[k] for k in PHYSICS_MANIFEST_KEYS},
             intensity_scale=1.0,
             framework={"tensorflow": "x"},
         )
