@@ -129,8 +129,10 @@ def sample_shifted(images: tf.Tensor, oy: tf.Tensor, ox: tf.Tensor, out_h: int, 
         ``[K, out_h, out_w]`` in the dtype of ``images``.
     """
     images = _as_float_or_complex(images)
-    oy = tf.cast(tf.reshape(oy, (-1,)), tf.float32)
-    ox = tf.cast(tf.reshape(ox, (-1,)), tf.float32)
+    # Origins and bilinear weights in float64 (as the reference): an origin near P/2 minus an
+    # offset loses ~4e-6 px in float32, which the reassembly normalisation amplifies ~10x.
+    oy = tf.cast(tf.reshape(oy, (-1,)), tf.float64)
+    ox = tf.cast(tf.reshape(ox, (-1,)), tf.float64)
     H = tf.shape(images)[1]
     W = tf.shape(images)[2]
     fy = tf.floor(oy)
@@ -158,7 +160,7 @@ def _translate_core(
     origin: tuple[float, float] = (0.0, 0.0),
 ) -> tf.Tensor:
     """Sample output ``(r, c)`` of image ``k`` at ``(r + origin_y - s*ty_k, c + origin_x - s*tx_k)``."""
-    off = tf.cast(offsets, tf.float32)
+    off = tf.cast(offsets, tf.float64)
     oy = origin[0] - TRANSLATE_CONTENT_SIGN * off[:, Y_INDEX]
     ox = origin[1] - TRANSLATE_CONTENT_SIGN * off[:, X_INDEX]
     return sample_shifted(images, oy, ox, out_hw[0], out_hw[1])
