@@ -3,6 +3,9 @@
 ``nox -s tests``   the default test suite (what the README and .ci/run run)
 ``nox -s slow``    the tests marked slow (longer end-to-end runs)
 ``nox -s lint``    ruff
+``nox -s parity``  the conformance gate: every DEFAULT_GATE scenario through both backends (reports/parity/)
+``nox -s baselines`` regenerate the golden baselines in baselines/ on purpose and show the diff
+``nox -s mutants`` negative controls: each injected bug must make the gate fail at the expected check
 ``nox -s bench``   the benchmarks in benchmarks/ (CPU)
 ``nox -s gpu``     CUDA checks and throughput of the PyTorch backend (needs a GPU)
 
@@ -12,9 +15,11 @@ torch is pinned in pyproject.toml: an unpinned torch would pull CUDA wheels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "parity"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -55,3 +60,29 @@ def gpu(session: nox.Session) -> None:
     """On a machine with CUDA: PyTorch backend correctness, determinism and throughput on the GPU."""
     session.install("-e", ".[torch]")
     session.run("python", "benchmarks/cuda_check.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def parity(session: nox.Session) -> None:
+    """The conformance gate; exit 1 on any divergence. Reports in reports/parity/."""
+    session.install("-e", ".[all,test]")
+    run_dir = Path(session.create_tmp()) / "parity-run"
+    session.run("python", "-m", "conformance", "run", "--run-dir", str(run_dir), "--report-dir", "reports/parity",
+                *session.posargs)
+    # Golden baselines (judged on the records of the run just made) and the hypothesis-generated cases.
+    session.run("python", "-m", "pytest", "-m", "parity", "tests/conformance/test_baselines.py",
+                "tests/conformance/test_hypothesis_parity.py", env={"PTYCHO_PARITY_RUN": str(run_dir)})
+
+
+@nox.session(python=PYTHON)
+def baselines(session: nox.Session) -> None:
+    """Regenerate the golden baselines (baselines/) and print the diff for review."""
+    session.install("-e", ".[all,test]")
+    session.run("python", "-m", "conformance.baselines", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mutants(session: nox.Session) -> None:
+    """Run the gate against every mutant (one injected upstream bug each) and print the kill table."""
+    session.install("-e", ".[all,test]")
+    session.run("python", "-m", "conformance.mutants", *session.posargs)
