@@ -51,6 +51,7 @@ from ptycho.canonical_weights import (
 )
 from ptycho.errors import CanonicalWeightsError
 from ptycho.network_spec import INPUT_NAME, LayerSpec, NetworkSpec, network_spec_from_config
+from ptycho.reference.model import OUTPUT_KEYS
 from ptycho.tf_layers import (
     CombineComplex,
     Diffract,
@@ -97,21 +98,8 @@ PATCHES_NAME = "object_patches"
 PROBE_NAME = "probe"
 AMPLITUDE_NAME = "amplitude"
 INTENSITY_NAME = "pred_intensity"
-#: Keys of the intermediates model's output dict (= ``ptycho.reference.model.OUTPUT_KEYS``).
-INTERMEDIATE_KEYS: tuple[str, ...] = (
-    "scaled_input",
-    "encoded",
-    "amp",
-    "phase",
-    "decoder_object",
-    "padded_object",
-    "trimmed_object",
-    "object_patches",
-    "illuminated",
-    "amplitude",
-    "pred_amplitude",
-    "pred_intensity",
-)
+#: Keys of the intermediates model's output dict (the reference's ``OUTPUT_KEYS``: one list).
+INTERMEDIATE_KEYS: tuple[str, ...] = OUTPUT_KEYS
 
 
 # =========================================================================== spec -> Keras

@@ -45,7 +45,7 @@ from ptycho.conventions import (
     x_full_target_energy,
 )
 from ptycho.errors import ConfigError
-from ptycho.reference.physics import center_mask, gaussian_kernel3, probe_disk_mask
+from ptycho.reference.physics import center_mask, check_sigma, gaussian_kernel3, probe_disk_mask
 
 __all__ = [
     "center_crop",
@@ -313,13 +313,6 @@ def extract_patches(canvas: TensorLike, positions: TensorLike, N: int) -> tf.Ten
 
 
 # =========================================================================== illumination
-def _check_sigma(sigma: float) -> float:
-    s = float(sigma)
-    if not (math.isfinite(s) and s >= 0):
-        raise ConfigError("gaussian_smoothing_sigma", sigma, "a finite number >= 0")
-    return s
-
-
 def _smooth(x: tf.Tensor, sigma: float) -> tf.Tensor:
     """Separable 3x3 Gaussian over axes 1, 2 of ``[B, N, N, C]`` with REFLECT padding."""
     k = [float(v) for v in gaussian_kernel3(sigma)]
@@ -340,7 +333,7 @@ def gaussian_smooth3x3(images: TensorLike, sigma: float) -> tf.Tensor:
     a = _as_float_or_complex(images)
     if a.shape.rank != 4:
         raise ValueError(f"images must have layout [B, N, N, C], got shape {a.shape}")
-    s = _check_sigma(sigma)
+    s = check_sigma(sigma)
     return a if s == 0 else _smooth(a, s)
 
 
@@ -367,7 +360,7 @@ def illuminate(
     pr = tf.cast(probe, tf.complex64)
     if x.shape.rank != 4 or pr.shape.rank != 2:
         raise ValueError(f"expected patches [B, N, N, C] and probe [N, N], got {x.shape} and {pr.shape}")
-    s = _check_sigma(gaussian_smoothing_sigma)
+    s = check_sigma(gaussian_smoothing_sigma)
     psi = pr[None, :, :, None] * x
     if s != 0:
         psi = _smooth(psi, s)

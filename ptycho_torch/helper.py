@@ -48,7 +48,7 @@ from ptycho.conventions import (
 from ptycho.errors import ConfigError
 from ptycho.reference.physics import border_mask as np_border_mask
 from ptycho.reference.physics import center_mask as np_center_mask
-from ptycho.reference.physics import gaussian_kernel3
+from ptycho.reference.physics import check_sigma, gaussian_kernel3
 from ptycho.reference.physics import probe_disk_mask as np_probe_disk_mask
 
 __all__ = [
@@ -327,9 +327,7 @@ def gaussian_smooth3x3(images: Tensor, sigma: float) -> Tensor:
         images: ``[B, C, N, N]`` real or complex.
         sigma: ``>= 0``.
     """
-    s = float(sigma)
-    if not (math.isfinite(s) and s >= 0):
-        raise ConfigError("gaussian_smoothing_sigma", sigma, "a finite number >= 0")
+    s = check_sigma(sigma)
     if images.ndim != 4:
         raise ValueError(f"images must have shape [B, C, N, N], got {list(images.shape)}")
     if s == 0:

@@ -35,6 +35,7 @@ from torch import nn
 
 from ptycho.conventions import padded_size
 from ptycho.network_spec import NetworkSpec, network_spec_from_config
+from ptycho.reference.model import OUTPUT_KEYS
 from ptycho_torch import helper
 from ptycho_torch.network import SpecCNN
 
@@ -45,21 +46,8 @@ __all__ = [
     "build_model",
 ]
 
-#: Keys of :meth:`PtychoPINN.forward_intermediates` (= ``ptycho.reference.model.OUTPUT_KEYS``).
-INTERMEDIATE_KEYS: tuple[str, ...] = (
-    "scaled_input",
-    "encoded",
-    "amp",
-    "phase",
-    "decoder_object",
-    "padded_object",
-    "trimmed_object",
-    "object_patches",
-    "illuminated",
-    "amplitude",
-    "pred_amplitude",
-    "pred_intensity",
-)
+#: Keys of :meth:`PtychoPINN.forward_intermediates` (the reference's ``OUTPUT_KEYS``: one list).
+INTERMEDIATE_KEYS: tuple[str, ...] = OUTPUT_KEYS
 
 
 def _physics_float(t: torch.Tensor) -> torch.Tensor:

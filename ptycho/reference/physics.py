@@ -61,6 +61,7 @@ __all__ = [
     "border_mask",
     "center_crop",
     "center_mask",
+    "check_sigma",
     "combine_complex",
     "default_probe",
     "diffract",
@@ -508,7 +509,8 @@ def _smooth64(x: np.ndarray, sigma: float) -> np.ndarray:
     return k[0] * p[:, :, :-2] + k[1] * p[:, :, 1:-1] + k[2] * p[:, :, 2:]
 
 
-def _check_sigma(sigma: float) -> float:
+def check_sigma(sigma: float) -> float:
+    """``gaussian_smoothing_sigma`` as a float, or ConfigError unless finite and >= 0 (all backends use this)."""
     s = float(sigma)
     if not (math.isfinite(s) and s >= 0):
         raise ConfigError("gaussian_smoothing_sigma", sigma, "a finite number >= 0")
@@ -533,7 +535,7 @@ def gaussian_smooth3x3(images: np.ndarray, sigma: float) -> np.ndarray:
     """
     a = np.asarray(images)
     _require_shape(a, 4, "images", "[B, N, N, C]")
-    s = _check_sigma(sigma)
+    s = check_sigma(sigma)
     if s == 0:
         return a.astype(_out_dtype(a))
     return _smooth64(_work(a), s).astype(_out_dtype(a))
@@ -571,7 +573,7 @@ def illuminate(
     pr = np.asarray(probe)
     if pr.shape != x.shape[1:3]:
         raise ValueError(f"probe must have shape [N, N] = {list(x.shape[1:3])}, got {list(pr.shape)}")
-    s = _check_sigma(gaussian_smoothing_sigma)
+    s = check_sigma(gaussian_smoothing_sigma)
     psi = pr.astype(np.complex128)[None, :, :, None] * x.astype(np.complex128)
     if s != 0:
         psi = _smooth64(psi, s)
