@@ -32,7 +32,6 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -41,6 +40,7 @@ import tensorflow as tf
 
 from ptycho import tf_helper
 from ptycho.conventions import ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON, LEARNING_RATE, REASSEMBLY_SHIFT_SIGN
+from ptycho.loss_weights import LossWeights
 from ptycho.training_plan import LearningRateSchedule, batches, epoch_order, split_train_val
 
 __all__ = [
@@ -56,30 +56,6 @@ __all__ = [
 
 #: Keys of the loss dicts (per batch) and of the per-term history series.
 LOSS_KEYS: tuple[str, ...] = ("poisson_nll", "mae", "realspace", "total")
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the loss terms (``TrainingConfig`` fields of the same names)."""
-
-    nll_weight: float = 1.0
-    mae_weight: float = 0.0
-    realspace_weight: float = 0.0
-    realspace_mae_weight: float = 0.0
-
-    @classmethod
-    def from_config(cls, config: Any) -> LossWeights:
-        return cls(
-            nll_weight=float(config.nll_weight),
-            mae_weight=float(config.mae_weight),
-            realspace_weight=float(config.realspace_weight),
-            realspace_mae_weight=float(config.realspace_mae_weight),
-        )
-
-    @property
-    def realspace_factor(self) -> float:
-        """``realspace_weight * realspace_mae_weight``: the weight of the real-space MAE."""
-        return self.realspace_weight * self.realspace_mae_weight
 
 
 def seed_everything(seed: int) -> None:

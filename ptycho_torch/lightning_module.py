@@ -142,7 +142,7 @@ class PtychoPINN_Lightning(L.LightningModule):
             self.model.use_channels_last(True)
         if compile_cnn:
             self.model.compile_cnn(True)
-        self.loss_weights = LossWeights.from_config(tc)
+        self.loss_weights = LossWeights.from_config(tc, torch_loss_mode=True)
         self.lr_schedule = LearningRateSchedule.from_config(tc, lr=lr, scheduler=sched)
         self.history: dict[str, list[float]] = {}
         self._sums: dict[str, torch.Tensor] = {}

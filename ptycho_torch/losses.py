@@ -17,42 +17,13 @@ prefix (``poisson_train_loss`` / ``mae_train_loss``) follows the mode.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ptycho.conventions import REASSEMBLY_SHIFT_SIGN
+from ptycho.loss_weights import LossWeights
 from ptycho_torch import helper
 
 __all__ = ["LossWeights", "compute_losses", "realspace_target"]
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the loss terms and the metric prefix (``'poisson'`` or ``'mae'``)."""
-
-    nll_weight: float = 1.0
-    mae_weight: float = 0.0
-    realspace_weight: float = 0.0
-    realspace_mae_weight: float = 0.0
-    mode: str = "poisson"
-
-    @classmethod
-    def from_config(cls, training_config: object) -> LossWeights:
-        """From a ``TrainingConfig`` (duck-typed), applying ``torch_loss_mode``."""
-        get = lambda name, default: getattr(training_config, name, default)  # noqa: E731
-        mode = get("torch_loss_mode", "poisson")
-        nll, mae = float(get("nll_weight", 1.0)), float(get("mae_weight", 0.0))
-        if mode == "mae":
-            nll, mae = 0.0, (mae if mae > 0 else 1.0)
-        elif mode != "poisson":
-            raise ValueError(f"torch_loss_mode={mode!r} is invalid: expected 'poisson' or 'mae'")
-        return cls(nll, mae, float(get("realspace_weight", 0.0)), float(get("realspace_mae_weight", 0.0)), mode)
-
-    @property
-    def uses_realspace(self) -> bool:
-        """True when the real-space term contributes (both of its weights non-zero)."""
-        return self.realspace_weight * self.realspace_mae_weight != 0.0
 
 
 def realspace_target(y_amp: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

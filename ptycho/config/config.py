@@ -79,7 +79,8 @@ _FNO_INPUT_TRANSFORMS = ("none", "sqrt", "log1p", "instancenorm")
 _GENERATOR_OUTPUT_MODES = ("real_imag", "amp_phase_logits", "amp_phase")
 _AMP_ACTIVATIONS = conventions.AMP_ACTIVATIONS
 _BACKENDS = ("tensorflow", "pytorch")
-_TORCH_LOSS_MODES = ("poisson", "mae")
+#: ``TrainingConfig.torch_loss_mode`` values.
+TORCH_LOSS_MODES: tuple[str, ...] = ("poisson", "mae")
 _CLIP_ALGORITHMS = ("norm", "value", "agc")
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULERS = ("Default", "Exponential", "WarmupCosine", "ReduceLROnPlateau")
@@ -291,7 +292,7 @@ _TRAINING_RULES: dict[str, Rule] = {
     "probe_trainable": _bool_rule,
     "intensity_scale_trainable": _bool_rule,
     "sequential_sampling": _bool_rule,
-    "torch_loss_mode": _choice_rule(_TORCH_LOSS_MODES),
+    "torch_loss_mode": _choice_rule(TORCH_LOSS_MODES),
     "torch_mae_pred_l2_match_target": _bool_rule,
     "gradient_clip_val": _float_rule(0.0, optional=True),
     "gradient_clip_algorithm": _choice_rule(_CLIP_ALGORITHMS),
