@@ -353,11 +353,14 @@ def _bundle_checks(sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison
     checks = []
     layouts = {name: sides[name].bundle_layout for name in BACKENDS}
     for name, layout in layouts.items():
-        if layout is None or layout.get("read_error"):
-            why = f"the bundle could not be read: {layout['read_error']}" if layout else "no bundle layout recorded"
+        if layout is None or layout.get("manifest") is None:
+            why = "no manifest.json in the bundle" if layout else "no bundle layout recorded"
             checks.append(_structured("bundle_layout/backend", f"bundle~{name}", [why], 1, ctx))
             layouts[name] = None
             continue
+        if layout.get("read_error"):  # the core reader refuses it; still judge what the archive holds
+            checks.append(_structured("bundle_layout/readable", f"bundle~{name}",
+                                      [f"ptycho.bundle.read_bundle refuses it: {layout['read_error']}"], 1, ctx))
         manifest_tag = (layout.get("manifest") or {}).get("backend")
         diffs = []
         if layout.get("backend") != name:
@@ -581,11 +584,14 @@ def judge_scenario(run_dir: Path, scenario: Scenario, stages: Sequence[str]) -> 
             continue
         seconds = _stage_seconds(stage, sides)
         messages, tails = _stage_errors(stage, sides)
-        if messages:
-            verdicts.append(Verdict(sid, stage, "error", [], f"{sid} / {stage}: " + " | ".join(messages), seconds,
-                                    repro, stderr_tail="\n".join(tails) or None))
-            continue
         ctx = f"{sid} / {stage} / "
+        if messages:
+            # A bundle the reader refuses is still laid out on disk: judge it, so the diagnosis names the
+            # structural check (backend tag, members, manifest keys) and not only the refusal.
+            checks = _checks(stage, scenario, run_dir, sides, ctx) if stage == "bundle_layout" else []
+            verdicts.append(Verdict(sid, stage, "error", checks, f"{sid} / {stage}: " + " | ".join(messages),
+                                    seconds, repro, stderr_tail="\n".join(tails) or None))
+            continue
         checks = _checks(stage, scenario, run_dir, sides, ctx)
         if not checks:
             verdicts.append(Verdict(sid, stage, "fail", [], f"{sid} / {stage}: the records hold nothing to compare",

@@ -476,3 +476,26 @@ def test_trained_intensity_scale_in_the_manifest_compares_within_float32(run):
         v = by_stage(judge(run, [FakeScenario()], ["bundle_layout"]))["bundle_layout"]
         assert v.status == status, v.message
     assert "'intensity_scale': 1234.5 vs 1234.57" in v.message
+
+
+def test_a_bundle_the_reader_refuses_is_still_judged_structurally(run):
+    """An error verdict for bundle_layout carries the structural checks, so it names the backend tag."""
+    make_clean_run(run)
+    layout = _layout("pytorch")
+    del layout["manifest"]["backend"]
+    layout["manifest_keys"].remove("backend")
+    layout["backend"] = None
+    layout["read_error"] = "BundleFormatError: manifest.json lacks the key 'backend'"
+    path = run / SID / "pytorch" / "produce.json"
+    doc = json.loads(path.read_text())
+    doc["bundle_layout"] = layout
+    doc["stages"]["bundle_layout"] = {"status": "error", "seconds": 0.1, "arrays": [], "values": {},
+                                      "error": {"type": "BundleFormatError", "message": "lacks 'backend'",
+                                                "traceback": "BundleFormatError: lacks 'backend'"}}
+    path.write_text(json.dumps(doc))
+    v = by_stage(judge(run, [FakeScenario()], ["bundle_layout"]))["bundle_layout"]
+    assert v.status == "error"
+    failing = {(c.tensor, c.pair) for c in v.checks if not c.passed}
+    assert ("bundle_layout/backend", "bundle~pytorch") in failing
+    assert ("bundle_layout/readable", "bundle~pytorch") in failing
+    assert ("bundle_layout/backend", "bundle~tensorflow") not in failing

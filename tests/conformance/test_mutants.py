@@ -411,9 +411,9 @@ def test_diagnose_stage_error_matches_only_a_wildcard_expectation():
 
 
 def test_diagnose_ignores_checks_that_fail_on_clean_code_too():
-    m = REGISTRY["bundle_backend_tag"]  # expects bundle_layout:bundle_layout/backend or bundle_layout:*
-    pre = _verdict("bundle_layout", "fail", [_check("bundle_layout/manifest_keys", False)])
-    baseline = {"s1/bundle_layout:bundle_layout/manifest_keys [tensorflow~pytorch]"}
+    m = REGISTRY["bundle_backend_tag"]  # expects bundle_layout:bundle_layout/backend
+    pre = _verdict("bundle_layout", "fail", [_check("bundle_layout/backend", False)])
+    baseline = {"s1/bundle_layout:bundle_layout/backend [tensorflow~pytorch]"}
     row = kill.diagnose(m, _result([pre]), 1.0, baseline)
     assert row.status == "survived" and "clean gate fails too" in row.message
     assert row.also_failing == sorted(baseline)
