@@ -85,4 +85,4 @@ def baselines(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Run the gate against every mutant (one injected upstream bug each) and print the kill table."""
     session.install("-e", ".[all,test]")
-    session.run("python", "-m", "conformance.mutants", *session.posargs)
+    session.run("python", "-m", "planted_bugs", *session.posargs)

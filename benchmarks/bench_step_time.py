@@ -11,10 +11,10 @@ share a process, thread pool or allocator.  Both build the same network from the
 initial weights (``init_canonical_weights(seed=0)``) and time the same work:
 
 * train step: forward, Poisson NLL, backward and one Keras-formula Adam update on one batch
-  (TensorFlow: ``ptycho.parity_api.train_steps``; PyTorch: the step ``PtychoPINN_Lightning``'s
+  (TensorFlow: ``ptycho_tf.parity_api.train_steps``; PyTorch: the step ``PtychoPINN_Lightning``'s
   ``training_step`` performs: ``forward_intermediates`` + ``compute_losses`` + ``KerasAdam``);
 * inference batch: ``diffraction_to_obj`` on one batch (TensorFlow: the Keras
-  ``diffraction_to_obj`` model when the handle exposes it, else ``ptycho.parity_api.forward``).
+  ``diffraction_to_obj`` model when the handle exposes it, else ``ptycho_tf.parity_api.forward``).
 
 Timings are the median of ``--repeats`` runs after ``--warmup`` runs (on CUDA the clock waits for
 the device); with ``--rounds R`` the workers of all backends run alternately R times and the
@@ -82,10 +82,10 @@ def _weights(N: int, gridsize: int, scale: float):
 
 
 def worker_tensorflow(args: argparse.Namespace) -> dict:
-    """Time the TensorFlow backend through ``ptycho.parity_api``."""
+    """Time the TensorFlow backend through ``ptycho_tf.parity_api``."""
     import tensorflow as tf
 
-    from ptycho import parity_api
+    from ptycho_tf import parity_api
 
     x, pos, scale = _data(args.N, args.gridsize**2, args.batch)
     mc, weights = _weights(args.N, args.gridsize, scale)

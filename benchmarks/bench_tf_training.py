@@ -1,7 +1,7 @@
 """TensorFlow backend benchmark: train on simulated data (N=64, gridsize 1 and 2) and score the reconstruction.
 
 For each gridsize: simulate a dataset (``ptycho.simulate``), train with
-``ptycho.workflows.components.run_cdi_example`` (the Ptychodus path), stitch the
+``ptycho_tf.workflows.components.run_cdi_example`` (the Ptychodus path), stitch the
 reconstruction of the training scan (M=20) and score it against the true object with
 ``ptycho.evaluation.score_stitched``.  Also times single Adam steps (after warm-up) and
 reports the Keras parameter counts next to the network spec's.  Prints a table and writes
@@ -35,10 +35,10 @@ def _step_time(N: int, gridsize: int, batch_size: int, repeats: int = 5) -> floa
     import numpy as np
 
     from ptycho.canonical_weights import init_canonical_weights
-    from ptycho.model import build_models
     from ptycho.network_spec import build_network_spec
     from ptycho.reference.physics import default_probe, normalize_probe
-    from ptycho.train_pinn import LossWeights, Trainer, make_optimizer
+    from ptycho_tf.model import build_models
+    from ptycho_tf.training import LossWeights, Trainer, make_optimizer
 
     spec = build_network_spec(N, gridsize)
     w = init_canonical_weights(spec, seed=0, log_scale=float(np.log(988.0)), probe=normalize_probe(default_probe(N), 4))
@@ -63,7 +63,7 @@ def _train_and_score(N: int, gridsize: int, n_positions: int, epochs: int, batch
     from ptycho.config.config import ModelConfig, TrainingConfig
     from ptycho.evaluation import score_stitched
     from ptycho.simulate import simulate_dataset
-    from ptycho.workflows.components import run_cdi_example
+    from ptycho_tf.workflows.components import run_cdi_example
 
     snap = params.snapshot()
     try:

@@ -1,6 +1,6 @@
 """Adapters: the one interface :mod:`conformance.worker` drives, over each side's own code.
 
-* :class:`TensorFlowAdapter` over ``ptycho.parity_api`` (and ``ptycho.workflows.components``);
+* :class:`TensorFlowAdapter` over ``ptycho_tf.parity_api`` (and ``ptycho_tf.workflows.components``);
 * :class:`PyTorchAdapter` over ``ptycho_torch.parity_api`` (and ``ptycho_torch.config_factory``,
   ``ptycho_torch.workflows.components``);
 * :class:`ReferenceAdapter` over the NumPy reference (``ptycho.reference.model`` / ``physics``).
@@ -21,6 +21,7 @@ eager execution runs the same ops; the e2e stage always runs the compiled workfl
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ import numpy as np
 from conformance.scenarios import REFERENCE_STAGES, STAGES, Scenario
 
 __all__ = [
+    "PACKAGES",
     "Adapter",
     "E2EResult",
     "PyTorchAdapter",
@@ -43,6 +45,11 @@ __all__ = [
     "prepare_process",
     "threads_from_env",
 ]
+
+
+#: The package of each backend; both are addressed through the same module names
+#: (``<package>.parity_api``, whose ``run_workflow`` runs ``<package>.workflows.components``).
+PACKAGES: dict[str, str] = {"tensorflow": "ptycho_tf", "pytorch": "ptycho_torch"}
 
 
 def threads_from_env() -> int:
@@ -162,7 +169,12 @@ class Adapter:
 
     def e2e(self, scenario: Scenario, train_file: Path, test_file: Path, output_dir: str) -> E2EResult:
         """Train with the backend's own workflow on the simulated scan and stitch the test reconstruction."""
-        raise NotImplementedError(f"the {self.name} side has no end-to-end workflow")
+        from conformance.inputs import STITCH_M
+
+        config = scenario.training_config(train_file.name, output_dir)
+        amp, phase, results = self.api.run_workflow(_read_raw(train_file), _read_raw(test_file), config, M=STITCH_M,
+                                                    device=self.device)
+        return _e2e_result(amp, phase, results["history"], {"device": self.device})
 
 
 def _e2e_result(amp: Any, phase: Any, history: Mapping[str, Any], values: dict[str, Any]) -> E2EResult:
@@ -182,7 +194,7 @@ def _read_raw(path: Path) -> Any:
 
 # --------------------------------------------------------------------------- TensorFlow
 class TensorFlowAdapter(Adapter):
-    """``ptycho.parity_api`` on CPU (or the GPU with ``PTYCHO_DEVICE=cuda``), op determinism on."""
+    """``ptycho_tf.parity_api`` on CPU (or the GPU with ``PTYCHO_DEVICE=cuda``), op determinism on."""
 
     name = "tensorflow"
 
@@ -199,9 +211,7 @@ class TensorFlowAdapter(Adapter):
         self.eager = os.environ.get("PTYCHO_TF_EAGER", "1") != "0"
         tf.config.run_functions_eagerly(self.eager)
         self.device = "cuda:0" if _device_from_env() != "cpu" and tf.config.list_physical_devices("GPU") else "cpu"
-        from ptycho import parity_api
-
-        self.api = parity_api
+        self.api = importlib.import_module(f"{PACKAGES[self.name]}.parity_api")
         self._tf = tf
 
     def versions(self) -> dict[str, str]:
@@ -214,19 +224,6 @@ class TensorFlowAdapter(Adapter):
 
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(seed))
-
-    def e2e(self, scenario: Scenario, train_file: Path, test_file: Path, output_dir: str) -> E2EResult:
-        from conformance.inputs import STITCH_M
-        from ptycho.workflows.components import run_cdi_example
-
-        config = scenario.training_config(train_file.name, output_dir)
-        self._tf.config.run_functions_eagerly(False)  # the workflow exactly as users run it
-        try:
-            amp, phase, results = run_cdi_example(_read_raw(train_file), _read_raw(test_file), config, M=STITCH_M,
-                                                  do_stitching=True, quiet=True)
-        finally:
-            self._tf.config.run_functions_eagerly(self.eager)
-        return _e2e_result(amp, phase, results["history"], {"device": self.device})
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -250,12 +247,10 @@ class PyTorchAdapter(Adapter):
             torch.set_num_interop_threads(self.threads)
         except RuntimeError:  # interop threads can only be set before any parallel work
             pass
-        self.accelerator = _device_from_env()
-        if self.accelerator != "cpu" and not torch.cuda.is_available():
-            self.accelerator = "cpu"
-        from ptycho_torch import parity_api
-
-        self.api = parity_api
+        self.device = _device_from_env()
+        if self.device != "cpu" and not torch.cuda.is_available():
+            self.device = "cpu"
+        self.api = importlib.import_module(f"{PACKAGES[self.name]}.parity_api")
         self._torch = torch
 
     def versions(self) -> dict[str, str]:
@@ -270,20 +265,6 @@ class PyTorchAdapter(Adapter):
 
         overrides = {**scenario.model, **scenario.training_fields()}
         create_training_payload(Path("inputs.npz"), Path("out"), overrides=overrides)
-
-    def e2e(self, scenario: Scenario, train_file: Path, test_file: Path, output_dir: str) -> E2EResult:
-        from conformance.inputs import STITCH_M
-        from ptycho.config.config import PyTorchExecutionConfig
-        from ptycho_torch.workflows.components import run_cdi_example_torch
-
-        config = scenario.training_config(train_file.name, output_dir)
-        execution = PyTorchExecutionConfig(accelerator=self.accelerator, deterministic=True,
-                                           enable_checkpointing=False, logger_backend=None)
-        amp, phase, results = run_cdi_example_torch(
-            _read_raw(train_file), _read_raw(test_file), config, M=STITCH_M, do_stitching=True,
-            execution_config=execution, quiet=True, save_bundle=False,
-        )
-        return _e2e_result(amp, phase, results["history"], {"device": self.accelerator})
 
 
 # --------------------------------------------------------------------------- NumPy reference
@@ -338,7 +319,7 @@ class ReferenceAdapter(Adapter):
     def _unsupported(self, *_args: Any, **_kwargs: Any) -> Any:
         raise NotImplementedError("the NumPy reference has no optimiser, bundle or workflow")
 
-    train_steps = save_bundle = load_bundle = _unsupported
+    train_steps = save_bundle = load_bundle = e2e = _unsupported
 
 
 def make_adapter(side: str) -> Adapter:

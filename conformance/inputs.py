@@ -86,7 +86,7 @@ SCAN_SPACING = 3.0
 _OP_SIGMA = 0.75
 
 #: op -> (positional argument names, keyword argument names), as ``ptycho.reference.physics`` names
-#: them: every op both parity APIs implement (``ptycho.parity_api.PHYSICS_OPS`` and
+#: them: every op both parity APIs implement (``ptycho_tf.parity_api.PHYSICS_OPS`` and
 #: ``ptycho_torch.parity_api.PHYSICS_OPS``).
 OP_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "translate": (("images", "offsets"), ()),

@@ -109,7 +109,7 @@ class StageTolerance:
 _F32 = DTYPE_DEFAULTS["float32"][0]
 _GATE = "DEFAULT_GATE (27 scenarios), CPU, 1 thread per worker, TF 2.21 / torch 2.13"
 _EDGE = ("float32 image arithmetic in the bilinear sampling and the reassembly sums (both backends sample with "
-         "float64 weights since ptycho/tf_helper.py was fixed), amplified where reassembly divides by mask sums "
+         "float64 weights since ptycho_tf/physics.py was fixed), amplified where reassembly divides by mask sums "
          "near REASSEMBLY_NORM_EPS at the coverage edge")
 
 

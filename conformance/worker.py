@@ -7,7 +7,7 @@ Usage::
     python -m conformance.worker --backend B --serve        # JSON lines on stdin, one reply line each
 
 The worker imports only its own side's framework (the reference neither).  First thing it
-applies the mutant named by ``$PTYCHO_MUTANT`` (``conformance.mutants.activate``; a mutant of the
+applies the mutant named by ``$PTYCHO_MUTANT`` (``planted_bugs.activate``; a mutant of the
 other backend is a no-op here).  Each scenario runs in the scenario directory ``RUN/<sid>/``
 (inputs from :func:`conformance.inputs.write_inputs`, written here if absent) with
 ``ptycho.params.cfg`` restored to the process's initial state before and after, the RNGs seeded
@@ -79,14 +79,14 @@ TRAINED_WEIGHTS = "trained_weights.npz"
 
 # --------------------------------------------------------------------------- mutants
 def activate_mutant(side: str) -> str | None:
-    """Apply ``$PTYCHO_MUTANT`` for this side (``conformance.mutants.activate``); returns its name or None."""
+    """Apply ``$PTYCHO_MUTANT`` for this side (``planted_bugs.activate``); returns its name or None."""
     name = os.environ.get("PTYCHO_MUTANT") or None
     if name is None:
         return None
     try:
-        from conformance.mutants import activate
+        from planted_bugs import activate
     except ImportError as exc:
-        raise ImportError(f"PTYCHO_MUTANT={name} is set but conformance.mutants cannot be imported ({exc})") from exc
+        raise ImportError(f"PTYCHO_MUTANT={name} is set but planted_bugs cannot be imported ({exc})") from exc
     activate(name, side)
     return name
 

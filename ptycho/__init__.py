@@ -3,7 +3,7 @@
 ``ptycho`` holds the backend-neutral core (conventions, config, params, data,
 simulator, NumPy reference physics, network spec, bundle format) and the
 TensorFlow backend.  Importing this package imports neither TensorFlow nor torch;
-only the TensorFlow-specific modules (``ptycho.tf_helper``, ``ptycho.model``, ...)
+only the TensorFlow-specific modules (``ptycho_tf.physics``, ``ptycho_tf.model``, ...)
 do.
 """
 

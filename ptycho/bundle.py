@@ -72,7 +72,7 @@ TOP_LEVEL_MEMBERS: tuple[str, ...] = (
 MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
 
 _FRAMEWORK_HINT = {
-    "tensorflow": "ptycho.workflows.components.load_inference_bundle (or --backend tensorflow)",
+    "tensorflow": "ptycho_tf.workflows.components.load_inference_bundle (or --backend tensorflow)",
     "pytorch": "ptycho_torch.model_manager.load_torch_bundle (or --backend pytorch)",
 }
 

@@ -17,7 +17,7 @@ kernels are ``HWIO = [kh, kw, in, out]`` (Keras' native layout; PyTorch's
 ``[out]``.  The canonical weight file (:mod:`ptycho.canonical_weights`) stores
 exactly the parameters listed by :meth:`NetworkSpec.params`.
 
-Topology (upstream ``ptycho/model.py``, see ``specs/network.md``):
+Topology (upstream ``ptycho_tf/model.py``, see ``specs/network.md``):
 
 * encoder: ``log2(N/8)`` blocks ``conv3x3+ReLU, conv3x3+ReLU, maxpool 2x2``
   with filters ``[.., 32, 64, 128] * n_filters_scale`` ending at ``128*nfs``;

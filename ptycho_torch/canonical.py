@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,7 +35,9 @@ from ptycho.canonical_weights import (
 )
 from ptycho.network_spec import NetworkSpec, kernel_hwio_to_oihw, kernel_oihw_to_hwio
 from ptycho.reference.physics import default_probe, normalize_probe
-from ptycho_torch.model import PtychoPINN
+
+if TYPE_CHECKING:  # the model module builds models with this one (no run-time import back)
+    from ptycho_torch.model import PtychoPINN
 
 __all__ = [
     "canonical_to_native",

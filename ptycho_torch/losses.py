@@ -21,7 +21,7 @@ import torch
 
 from ptycho.conventions import REASSEMBLY_SHIFT_SIGN
 from ptycho.loss_weights import LossWeights
-from ptycho_torch import helper
+from ptycho_torch import physics
 
 __all__ = ["LossWeights", "compute_losses", "realspace_target"]
 
@@ -32,7 +32,7 @@ def realspace_target(y_amp: torch.Tensor, positions: torch.Tensor) -> torch.Tens
     ``translate(Y_I[:, 0], REASSEMBLY_SHIFT_SIGN * positions[:, 0, 0, :])``: the reassembly shift of
     channel 0, which places its patch where the trimmed object shows it.
     """
-    shifted = helper.translate(y_amp[:, 0], REASSEMBLY_SHIFT_SIGN * positions[:, 0, 0, :].to(torch.float64))
+    shifted = physics.translate(y_amp[:, 0], REASSEMBLY_SHIFT_SIGN * positions[:, 0, 0, :].to(torch.float64))
     return shifted[:, None]
 
 
@@ -61,21 +61,21 @@ def compute_losses(
     terms: dict[str, torch.Tensor] = {}
     total = x.new_zeros(())
     if weights.nll_weight != 0.0:
-        terms["poisson_nll"] = helper.poisson_nll(x.square(), pred_int)
+        terms["poisson_nll"] = physics.poisson_nll(x.square(), pred_int)
         total = total + weights.nll_weight * terms["poisson_nll"]
     else:
         with torch.no_grad():
-            terms["poisson_nll"] = helper.poisson_nll(x.square(), pred_int.detach())
+            terms["poisson_nll"] = physics.poisson_nll(x.square(), pred_int.detach())
     if weights.mae_weight != 0.0:
-        terms["mae"] = helper.mean_absolute_error(x, pred_amp)
+        terms["mae"] = physics.mean_absolute_error(x, pred_amp)
         total = total + weights.mae_weight * terms["mae"]
     else:
         with torch.no_grad():
-            terms["mae"] = helper.mean_absolute_error(x, pred_amp.detach())
+            terms["mae"] = physics.mean_absolute_error(x, pred_amp.detach())
     if weights.uses_realspace:
         if target is None:
             raise ValueError("realspace_weight * realspace_mae_weight != 0 needs the real-space target")
-        terms["realspace"] = helper.mean_absolute_error(outputs["trimmed_object"].abs(), target.to(x.dtype))
+        terms["realspace"] = physics.mean_absolute_error(outputs["trimmed_object"].abs(), target.to(x.dtype))
         total = total + weights.realspace_weight * weights.realspace_mae_weight * terms["realspace"]
     else:
         terms["realspace"] = x.new_zeros(())

@@ -1,4 +1,4 @@
-"""The PtychoPINN model in PyTorch: CNN from the network spec plus the physics of ``ptycho_torch.helper``.
+"""The PtychoPINN model in PyTorch: CNN from the network spec plus the physics of ``ptycho_torch.physics``.
 
 Forward pass (the same as ``ptycho.reference.model.forward``; layouts channels-first)::
 
@@ -21,8 +21,8 @@ Parameters: the conv layers (canonical names, :mod:`ptycho_torch.canonical`), ``
 ``requires_grad = probe_trainable``).  The CNN may run under autocast (bf16/fp16) and in
 channels-last memory format; the physics always runs in float32 / complex64.
 
-``PtychoPINN_Lightning`` (the LightningModule) lives in :mod:`ptycho_torch.lightning_module` and
-is importable from here.
+``PtychoPINN_Lightning`` (the LightningModule) lives in :mod:`ptycho_torch.training`, which
+imports this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from torch import nn
 from ptycho.conventions import padded_size
 from ptycho.network_spec import NetworkSpec, network_spec_from_config
 from ptycho.reference.model import OUTPUT_KEYS
-from ptycho_torch import helper
-from ptycho_torch.network import SpecCNN
+from ptycho_torch import physics
+from ptycho_torch.canonical import load_canonical
+from ptycho_torch.layers import SpecCNN
 
 __all__ = [
     "INTERMEDIATE_KEYS",
@@ -133,26 +134,26 @@ class PtychoPINN(nn.Module):
         scaled = x_scaled / torch.exp(self.log_scale)
         cnn = self._cnn_fn if self._cnn_fn is not None else self.cnn
         encoded, amp, phase = cnn(scaled)
-        with helper.physics_autocast_off(x_scaled.device.type):
+        with physics.physics_autocast_off(x_scaled.device.type):
             amp32, phase32 = _physics_float(amp).contiguous(), _physics_float(phase).contiguous()
-            obj = helper.combine_complex(amp32, phase32)
+            obj = physics.combine_complex(amp32, phase32)
         return {"scaled_input": scaled, "encoded": encoded, "amp": amp32, "phase": phase32, "decoder_object": obj}
 
     def assemble(self, decoder_object: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The group canvas ``[B, 1, P, P]``: reassembly (``object_big``) or zero padding."""
-        with helper.physics_autocast_off(decoder_object.device.type):
+        with physics.physics_autocast_off(decoder_object.device.type):
             pos = positions.to(self.log_scale.dtype)
             if self.spec.object_big:
-                return helper.reassemble_patches(decoder_object, pos, self.P)
-            return helper.pad_object(decoder_object, self.P)
+                return physics.reassemble_patches(decoder_object, pos, self.P)
+            return physics.pad_object(decoder_object, self.P)
 
     # ------------------------------------------------------------------ public forwards
     def forward_intermediates(self, x_scaled: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every named intermediate of :data:`INTERMEDIATE_KEYS` (shapes in the module docstring)."""
         self._check_inputs(x_scaled, positions)
         out = self.decode(x_scaled)
-        with helper.physics_autocast_off(x_scaled.device.type):
-            physics = helper.forward_physics(
+        with physics.physics_autocast_off(x_scaled.device.type):
+            phys_out = physics.forward_physics(
                 out["decoder_object"],
                 positions.to(self.log_scale.dtype),
                 self.complex_probe(),
@@ -164,7 +165,7 @@ class PtychoPINN(nn.Module):
                 gaussian_smoothing_sigma=self.gaussian_smoothing_sigma,
                 P=self.P,
             )
-        out.update(physics)
+        out.update(phys_out)
         return out
 
     def forward(
@@ -185,7 +186,7 @@ class PtychoPINN(nn.Module):
         """
         self._check_inputs(x_scaled, positions)
         obj = self.decode(x_scaled)["decoder_object"]
-        return helper.trim(self.assemble(obj, positions), self.spec.N)
+        return physics.trim(self.assemble(obj, positions), self.spec.N)
 
     def object_patches(self, x_scaled: torch.Tensor) -> torch.Tensor:
         """The decoder's per-channel object patches, complex64 ``[B, Co, N, N]`` (before reassembly)."""
@@ -219,8 +220,6 @@ def build_model(
     weights: dict[str, np.ndarray] | None = None,
 ) -> PtychoPINN:
     """A :class:`PtychoPINN` for a ``ModelConfig`` (duck-typed), optionally loaded with canonical ``weights``."""
-    from ptycho_torch.canonical import load_canonical
-
     model = PtychoPINN(
         network_spec_from_config(model_config),
         probe_mask=bool(model_config.probe_mask),
@@ -232,11 +231,3 @@ def build_model(
         load_canonical(model, weights)
     return model
 
-
-def __getattr__(name: str) -> Any:
-    # PtychoPINN_Lightning is defined in lightning_module (which imports this module).
-    if name == "PtychoPINN_Lightning":
-        from ptycho_torch.lightning_module import PtychoPINN_Lightning
-
-        return PtychoPINN_Lightning
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

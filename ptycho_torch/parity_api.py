@@ -1,4 +1,4 @@
-"""The parity API of the PyTorch backend (``plan: BACKENDS.md``; the TensorFlow twin is ``ptycho.parity_api``).
+"""The parity API of the PyTorch backend (``plan: BACKENDS.md``; the TensorFlow twin is ``ptycho_tf.parity_api``).
 
 The conformance harness imports one backend's module per process and calls the same functions on
 both.  Every array in or out is NumPy in the DATA-CONTRACT layout: images channels-last
@@ -26,7 +26,7 @@ from ptycho import conventions, params
 from ptycho.canonical_weights import init_canonical_weights
 from ptycho.config.config import KEY_MAPPINGS, ModelConfig, TrainingConfig
 from ptycho.network_spec import network_spec_from_config
-from ptycho_torch import helper
+from ptycho_torch import physics
 from ptycho_torch.canonical import (
     export_canonical,
     grads_to_canonical,
@@ -40,6 +40,7 @@ from ptycho_torch.model_manager import configs_from_params, load_torch_bundle, s
 from ptycho_torch.optim import KerasAdam
 
 __all__ = [
+    "run_workflow",
     "PHYSICS_OPS",
     "TorchHandle",
     "build",
@@ -195,78 +196,78 @@ def train_steps(
 
 # --------------------------------------------------------------------------- physics ops
 def _op_translate(images, offsets):
-    return helper.translate(_t(images), _t(offsets, torch.float64)).numpy()
+    return physics.translate(_t(images), _t(offsets, torch.float64)).numpy()
 
 
 def _op_reassemble_patches(patches, positions, P):
-    return _images_out(helper.reassemble_patches(_images_in(patches), _positions_in(positions), int(P)))
+    return _images_out(physics.reassemble_patches(_images_in(patches), _positions_in(positions), int(P)))
 
 
 def _op_extract_patches(canvas, positions, N):
-    return _images_out(helper.extract_patches(_images_in(canvas), _positions_in(positions), int(N)))
+    return _images_out(physics.extract_patches(_images_in(canvas), _positions_in(positions), int(N)))
 
 
 def _op_trim(canvas, N):
-    return _images_out(helper.trim(_images_in(canvas), int(N)))
+    return _images_out(physics.trim(_images_in(canvas), int(N)))
 
 
 def _op_pad_object(patch, P):
-    return _images_out(helper.pad_object(_images_in(patch), int(P)))
+    return _images_out(physics.pad_object(_images_in(patch), int(P)))
 
 
 def _op_illuminate(patches, probe, *, probe_mask, gaussian_smoothing_sigma):
     probe_t = _t(probe).to(torch.complex64)
-    return _images_out(helper.illuminate(_images_in(patches), probe_t, probe_mask=probe_mask,
+    return _images_out(physics.illuminate(_images_in(patches), probe_t, probe_mask=probe_mask,
                                          gaussian_smoothing_sigma=gaussian_smoothing_sigma))
 
 
 def _op_diffract_channels(psi):
-    return _images_out(helper.diffract(_images_in(psi)))
+    return _images_out(physics.diffract(_images_in(psi)))
 
 
 def _op_diffract(psi):
-    return helper.diffract(_t(psi).to(torch.complex64)).numpy()
+    return physics.diffract(_t(psi).to(torch.complex64)).numpy()
 
 
 def _op_gaussian_smooth3x3(images, sigma):
-    return _images_out(helper.gaussian_smooth3x3(_images_in(images), sigma))
+    return _images_out(physics.gaussian_smooth3x3(_images_in(images), sigma))
 
 
 def _op_reassemble_position(obj, global_offsets, M=20):
-    out = helper.reassemble_position(_images_in(obj), _t(global_offsets, torch.float64), M)
+    out = physics.reassemble_position(_images_in(obj), _t(global_offsets, torch.float64), M)
     return out.permute(1, 2, 0).numpy()
 
 
 def _op_poisson_nll(y_true, y_pred):
-    return float(helper.poisson_nll(_t(y_true, torch.float32), _t(y_pred, torch.float32)))
+    return float(physics.poisson_nll(_t(y_true, torch.float32), _t(y_pred, torch.float32)))
 
 
 def _op_mean_absolute_error(a, b):
     ta, tb = _t(a), _t(b)
     if not (ta.is_complex() or tb.is_complex()):
         ta, tb = ta.float(), tb.float()
-    return float(helper.mean_absolute_error(ta, tb))
+    return float(physics.mean_absolute_error(ta, tb))
 
 
 def _op_normalize_x_full(diffraction):
-    x, norm = helper.normalize_x_full(_images_in(diffraction))
+    x, norm = physics.normalize_x_full(_images_in(diffraction))
     return _images_out(x), norm
 
 
 def _op_pad_to(images, P):
-    return helper.pad_to(_t(images), int(P)).numpy()
+    return physics.pad_to(_t(images), int(P)).numpy()
 
 
 def _op_center_crop(images, n):
-    return helper.center_crop(_t(images), int(n)).contiguous().numpy()
+    return physics.center_crop(_t(images), int(n)).contiguous().numpy()
 
 
 def _op_combine_complex(amp, phase):
-    return helper.combine_complex(_t(amp, torch.float32), _t(phase, torch.float32)).numpy()
+    return physics.combine_complex(_t(amp, torch.float32), _t(phase, torch.float32)).numpy()
 
 
 def _op_forward_physics(obj_patches, positions, probe, log_scale, **kwargs):
-    out = helper.forward_physics(_images_in(obj_patches), _positions_in(positions), _t(probe).to(torch.complex64),
+    out = physics.forward_physics(_images_in(obj_patches), _positions_in(positions), _t(probe).to(torch.complex64),
                                  torch.tensor(float(log_scale)), **kwargs)
     return {k: _images_out(v) for k, v in out.items()}
 
@@ -320,3 +321,16 @@ def load_bundle(path: str | PathLike) -> TorchHandle:
     network = {KEY_MAPPINGS.get(k, k): v for k, v in model.spec.config().items()}
     model_config, _training = configs_from_params({**snapshot, **network})
     return TorchHandle(model=model, model_config=model_config)
+
+
+def run_workflow(train_data: Any, test_data: Any, config: Any, *, M: int, device: str) -> tuple[Any, Any, dict]:
+    """Train with the backend's own workflow (``run_cdi_example_torch``: Lightning ``Trainer.fit``,
+    deterministic, no checkpoint, logger or bundle) on ``device`` (``'cpu'`` or ``'cuda'``) and stitch
+    ``test_data``: ``(amplitude, phase, results)``."""
+    from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho_torch.workflows.components import run_cdi_example_torch
+
+    execution = PyTorchExecutionConfig(accelerator=device, deterministic=True, enable_checkpointing=False,
+                                       logger_backend=None)
+    return run_cdi_example_torch(train_data, test_data, config, M=M, do_stitching=True,
+                                 execution_config=execution, quiet=True, save_bundle=False)

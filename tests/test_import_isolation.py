@@ -55,3 +55,21 @@ def test_core_module_imports_without_tensorflow_or_torch(module):
     assert result.returncode == 0, f"importing {module} failed:\n{result.stderr}"
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded == [], f"importing {module} loaded {loaded}"
+
+
+def test_no_core_module_imports_a_framework():
+    """Every module of ``ptycho/`` but the compatibility aliases of ``specs/backends.md``, in one interpreter."""
+    aliases = {"ptycho.model", "ptycho.tf_helper", "ptycho.model_manager", "ptycho.train_pinn",
+               "ptycho.workflows.components"}
+    modules = []
+    for path in sorted((REPO / "ptycho").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if name not in aliases and not parts[-1].startswith("__main__"):
+            modules.append(name)
+    assert "ptycho.loader" in modules and "ptycho.cli.train" in modules
+    code = "import importlib, json, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+    code += f"print(json.dumps(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

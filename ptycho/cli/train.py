@@ -75,7 +75,7 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
 
 def _save_bundle(backend: str, results: dict[str, Any], config: Any, out: Path) -> Path:
     if backend == "tensorflow":
-        from ptycho import model_manager
+        from ptycho_tf import model_manager
 
         return model_manager.save(out)
     if results.get("bundle_path") is not None:

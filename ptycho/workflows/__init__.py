@@ -1,1 +1,4 @@
-"""Workflows: shared steps (common) and the TensorFlow workflow (components)."""
+"""Workflows: the steps both backends share (:mod:`ptycho.workflows.common`), the backend dispatcher
+(:mod:`ptycho.workflows.backend_selector`) and the compatibility name ``components`` (=
+:mod:`ptycho_tf.workflows.components`).
+"""

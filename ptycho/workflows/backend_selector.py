@@ -29,7 +29,7 @@ __all__ = [
 
 #: backend name -> (workflow module, framework import name, install command)
 BACKENDS: dict[str, tuple[str, str, str]] = {
-    "tensorflow": ("ptycho.workflows.components", "tensorflow", "pip install 'ptychopinn[tf]'"),
+    "tensorflow": ("ptycho_tf.workflows.components", "tensorflow", "pip install 'ptychopinn[tf]'"),
     "pytorch": ("ptycho_torch.workflows.components", "torch", "pip install 'ptychopinn[torch]'"),
 }
 
@@ -79,7 +79,7 @@ def run_cdi_example_with_backend(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """``update_legacy_dict(params.cfg, config)``, then the backend's ``run_cdi_example``.
 
-    TensorFlow: ``ptycho.workflows.components.run_cdi_example``; PyTorch:
+    TensorFlow: ``ptycho_tf.workflows.components.run_cdi_example``; PyTorch:
     ``ptycho_torch.workflows.components.run_cdi_example_torch`` with
     ``torch_execution_config`` (default ``PyTorchExecutionConfig()``).  Returns
     ``(recon_amp, recon_phase, results)`` with ``results['backend']`` set.

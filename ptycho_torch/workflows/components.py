@@ -1,6 +1,6 @@
 """PyTorch training and inference workflows (the functions the backend dispatcher calls).
 
-``run_cdi_example_torch`` mirrors ``ptycho.workflows.components.run_cdi_example`` and returns the
+``run_cdi_example_torch`` mirrors ``ptycho_tf.workflows.components.run_cdi_example`` and returns the
 same ``(amplitude | None, phase | None, results)`` structure.  Order of operations:
 
 1. ``update_legacy_dict(params.cfg, config)`` (CONFIG-001), before any data is read;
@@ -115,7 +115,7 @@ def _train_with_lightning(
     ``params.cfg`` must already hold ``intensity_scale`` and ``probe`` (done by
     :func:`train_cdi_model_torch`).  Returns ``history``, ``models``, ``trainer``, ``lightning_module``.
     """
-    from ptycho_torch.lightning_module import PtychoPINN_Lightning
+    from ptycho_torch.training import PtychoPINN_Lightning
     from ptycho_torch.workflows.trainer import build_trainer
 
     execution = _execution(execution_config)

@@ -1,4 +1,4 @@
-"""The mutants of ``conformance.mutants``: registry, activation semantics, real behaviour changes, kill logic.
+"""The mutants of ``planted_bugs``: registry, activation semantics, real behaviour changes, kill logic.
 
 Each behaviour test observes the mutated backend through the path the gate drives (the parity
 API or the Keras layers the model is wired from) on a tiny input, before, during and after the
@@ -20,17 +20,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-import conformance.mutants as mutants
-from conformance.mutants import REGISTRY, REQUIRED_BUG_CLASSES, activate, kill, module
+import planted_bugs as mutants
 from conformance.verdicts import Comparison, GateResult, Verdict
+from planted_bugs import REGISTRY, REQUIRED_BUG_CLASSES, activate, kill, module
 
 # --------------------------------------------------------------------------- helpers
 
 #: Modules of each backend a mutant may patch (never the shared core: ptycho.reference,
 #: ptycho.conventions, ptycho.bundle, ptycho.config, ptycho.network_spec, ...).
 BACKEND_MODULES = {
-    "tensorflow": ("ptycho.tf_helper", "ptycho.tf_layers", "ptycho.model", "ptycho.model_manager",
-                   "ptycho.parity_api", "ptycho.train_pinn", "ptycho.workflows.components"),
+    "tensorflow": ("ptycho_tf.",),
     "pytorch": ("ptycho_torch.",),
 }
 
@@ -149,14 +148,14 @@ def test_activate_ignores_a_mutant_of_another_backend(deactivate):
 @pytest.mark.torch
 def test_activate_applies_a_mutant_once_in_its_own_backend(deactivate):
     from ptycho import conventions
-    from ptycho_torch import helper
+    from ptycho_torch import physics as torch_physics
 
     activate("offset_sign_flip", "pytorch")
     activate("offset_sign_flip", "pytorch")  # applying twice must not flip the sign back
-    assert helper.REASSEMBLY_SHIFT_SIGN == -conventions.REASSEMBLY_SHIFT_SIGN
+    assert torch_physics.REASSEMBLY_SHIFT_SIGN == -conventions.REASSEMBLY_SHIFT_SIGN
     assert mutants.active() == {"offset_sign_flip": REGISTRY["offset_sign_flip"].target}
     mutants.deactivate()
-    assert helper.REASSEMBLY_SHIFT_SIGN == conventions.REASSEMBLY_SHIFT_SIGN
+    assert torch_physics.REASSEMBLY_SHIFT_SIGN == conventions.REASSEMBLY_SHIFT_SIGN
     assert mutants.active() == {}
 
 
@@ -271,7 +270,7 @@ def test_stitch_channels_confusion_changes_the_torch_stitcher(rng):
 
 @pytest.mark.tf
 def test_xy_swap_changes_tensorflow_patch_extraction(rng):
-    from ptycho import parity_api as pa
+    from ptycho_tf import parity_api as pa
 
     canvas, pos = _cplx(rng, 2, 24, 24, 1), rng.uniform(-3, 3, (2, 1, 2, 4)).astype(np.float32)
     _check_effect("xy_swap", lambda: pa.physics_op("extract_patches", canvas, pos, 16))
@@ -279,7 +278,7 @@ def test_xy_swap_changes_tensorflow_patch_extraction(rng):
 
 @pytest.mark.tf
 def test_intensity_norm_n_squared_changes_tensorflow_normalisation(rng):
-    from ptycho import parity_api as pa
+    from ptycho_tf import parity_api as pa
 
     d = np.abs(_cplx(rng, 3, 16, 16, 2))
     _check_effect("intensity_norm_n_squared", lambda: pa.physics_op("normalize_x_full", d)[0])
@@ -287,7 +286,7 @@ def test_intensity_norm_n_squared_changes_tensorflow_normalisation(rng):
 
 @pytest.mark.tf
 def test_batch_merge_reassembly_merges_only_from_64_patches(rng):
-    from ptycho import tf_layers
+    from ptycho_tf import layers as tf_layers
 
     patches, pos = _cplx(rng, 16, 8, 8, 4), rng.uniform(-2, 2, (16, 1, 2, 4)).astype(np.float32)
     layer = tf_layers.ReassemblePatches(12)  # what the model's padded_obj layer calls
@@ -302,7 +301,7 @@ def test_batch_merge_reassembly_merges_only_from_64_patches(rng):
 
 @pytest.mark.tf
 def test_nonstrict_weight_loading_leaves_a_tensorflow_layer_at_its_initial_weights():
-    from ptycho import parity_api as pa
+    from ptycho_tf import parity_api as pa
 
     cfg, weights = _config_and_weights()
 
@@ -316,7 +315,7 @@ def test_nonstrict_weight_loading_leaves_a_tensorflow_layer_at_its_initial_weigh
 
 @pytest.mark.tf
 def test_ifftshift_before_fft_changes_tensorflow_diffraction(rng):
-    from ptycho import tf_layers
+    from ptycho_tf import layers as tf_layers
 
     psi = _cplx(rng, 2, 16, 16, 4)
     _check_effect("ifftshift_before_fft", lambda: np.asarray(tf_layers.Diffract()(psi)))
@@ -325,7 +324,7 @@ def test_ifftshift_before_fft_changes_tensorflow_diffraction(rng):
 @pytest.mark.tf
 def test_an_ifftshift_over_the_spatial_axes_only_would_be_an_equivalent_mutant(rng):
     """Why the mutant shifts every axis: on the spatial axes alone |F| does not change (even N)."""
-    from ptycho import tf_helper
+    from ptycho_tf import physics as tf_helper
 
     psi = _cplx(rng, 2, 4, 16, 16)
     plain = np.asarray(tf_helper.diffract(psi))
@@ -335,7 +334,7 @@ def test_an_ifftshift_over_the_spatial_axes_only_would_be_an_equivalent_mutant(r
 
 @pytest.mark.tf
 def test_gaussian_sigma_ignored_changes_the_tensorflow_probe_layer(rng):
-    from ptycho import tf_layers
+    from ptycho_tf import layers as tf_layers
 
     layer = tf_layers.ProbeIllumination(16, gaussian_smoothing_sigma=1.0)  # the model's 'probe' layer
     layer.build(None)

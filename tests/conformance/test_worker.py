@@ -136,9 +136,9 @@ def test_a_setup_failure_marks_every_stage_of_the_phase(tmp_path):
 
 def test_mutant_hook_is_applied_first_and_recorded(monkeypatch):
     calls = []
-    fake = types.ModuleType("conformance.mutants")
+    fake = types.ModuleType("planted_bugs")
     fake.activate = lambda name, backend: calls.append((name, backend))
-    monkeypatch.setitem(sys.modules, "conformance.mutants", fake)
+    monkeypatch.setitem(sys.modules, "planted_bugs", fake)
     monkeypatch.setenv("PTYCHO_MUTANT", "xy_swap")
     assert worker.activate_mutant("reference") == "xy_swap" and calls == [("xy_swap", "reference")]
     monkeypatch.delenv("PTYCHO_MUTANT")
@@ -157,7 +157,7 @@ def _python(code: str, tmp_path: Path, timeout: float = 240) -> str:
 
 def _both_phases(side: str, run: Path) -> str:
     """Both phases in one process (one framework import), then what it imported and which ops its API lacks."""
-    api = "ptycho.parity_api" if side == "tensorflow" else "ptycho_torch.parity_api"
+    api = "ptycho_tf.parity_api" if side == "tensorflow" else "ptycho_torch.parity_api"
     return (
         "import importlib, json, sys\nfrom conformance.worker import main\n"
         "from conformance.inputs import OP_SIGNATURES\n"

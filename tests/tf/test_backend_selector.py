@@ -49,7 +49,7 @@ class _Recorder:
 @pytest.fixture
 def fake(monkeypatch):
     rec = _Recorder()
-    modules = {"ptycho.workflows.components": rec, "ptycho_torch.workflows.components": rec}
+    modules = {"ptycho_tf.workflows.components": rec, "ptycho_torch.workflows.components": rec}
     monkeypatch.setattr(bs.importlib, "import_module", lambda name: modules[name])
     return rec
 

@@ -6,15 +6,18 @@ import keras
 import numpy as np
 import pytest
 
-from ptycho import model as tf_model
-from ptycho import params, tf_layers
+from ptycho import params
 from ptycho.canonical_weights import init_canonical_weights, read_canonical_weights
 from ptycho.config.config import ModelConfig
 from ptycho.errors import CanonicalWeightsError
-from ptycho.model import build_models, create_models, get_canonical_weights
-from ptycho.model_manager import spec_from_keras_model
 from ptycho.network_spec import build_network_spec
 from ptycho.reference.physics import default_probe, normalize_probe
+from ptycho_tf import canonical as tf_canonical
+from ptycho_tf import layers as tf_layers
+from ptycho_tf import model as tf_model
+from ptycho_tf.canonical import get_canonical_weights
+from ptycho_tf.model import build_models, create_models
+from ptycho_tf.model_manager import spec_from_keras_model
 
 #: Upstream's verified Keras ``count_params`` (conv weights only; upstream-tf.md §5).
 UPSTREAM_CONV_PARAMS = {(64, 1): 2_331_772, (64, 2): 2_340_208}
@@ -78,7 +81,7 @@ def test_log_scale_and_probe_trainability_follow_the_flags(scale_trainable, prob
         spec, weights=_weights(spec), probe_mask=False, gaussian_smoothing_sigma=0.0,
         intensity_scale_trainable=scale_trainable, probe_trainable=probe_trainable,
     )
-    trainable = {tf_model.canonical_name(v.path) for v in models.autoencoder.trainable_weights}
+    trainable = {tf_canonical.canonical_name(v.path) for v in models.autoencoder.trainable_weights}
     assert ("intensity_scale.log_scale" in trainable) == scale_trainable
     assert ("probe.real" in trainable) == probe_trainable and ("probe.imag" in trainable) == probe_trainable
     assert {p.name for p in spec.conv_params()} <= trainable
@@ -92,11 +95,11 @@ def test_canonical_weights_round_trip_exactly_through_models_and_files(gs2_model
     got = gs2_models.canonical_weights()
     assert list(got) == spec.param_names()
     assert all(np.array_equal(got[k], w[k]) for k in w)
-    path = tf_model.write_weights(gs2_models, tmp_path / "w.h5")
+    path = tf_canonical.write_weights(gs2_models, tmp_path / "w.h5")
     read, attrs = read_canonical_weights(path, spec)
     assert attrs["backend"] == "tensorflow" and all(np.array_equal(read[k], w[k]) for k in w)
     other = build_models(spec, weights=_weights(spec, seed=99), probe_mask=False, gaussian_smoothing_sigma=0.0)
-    tf_model.read_weights_into(other, path)
+    tf_canonical.read_weights_into(other, path)
     assert all(np.array_equal(v, w[k]) for k, v in other.canonical_weights().items())
 
 

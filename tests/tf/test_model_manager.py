@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptycho import bundle, model_manager, params
-from ptycho import model as tf_model
+from ptycho import bundle, params
 from ptycho.canonical_weights import init_canonical_weights
 from ptycho.errors import (
     BundleBackendMismatchError,
@@ -23,11 +22,13 @@ from ptycho.errors import (
     BundleVersionError,
     UnsafeBundleError,
 )
-from ptycho.model import build_models
-from ptycho.model_manager import ModelManager
 from ptycho.network_spec import build_network_spec
 from ptycho.reference.physics import default_probe, normalize_probe
-from ptycho.workflows.components import load_inference_bundle
+from ptycho_tf import model as tf_model
+from ptycho_tf import model_manager
+from ptycho_tf.model import build_models
+from ptycho_tf.model_manager import ModelManager
+from ptycho_tf.workflows.components import load_inference_bundle
 
 N = 32
 

@@ -1,4 +1,4 @@
-"""``ptycho.parity_api`` (TensorFlow) against the NumPy reference model, losses and optimiser."""
+"""``ptycho_tf.parity_api`` (TensorFlow) against the NumPy reference model, losses and optimiser."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from ptycho import params
-from ptycho import parity_api as api
 from ptycho.canonical_weights import init_canonical_weights
 from ptycho.config.config import ModelConfig
 from ptycho.network_spec import network_spec_from_config
 from ptycho.reference import model as ref_model
 from ptycho.reference import physics as ref
 from ptycho.reference.optim import AdamState, adam_step
+from ptycho_tf import parity_api as api
 
 N = 32
 

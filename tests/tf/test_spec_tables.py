@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ptycho import model as tf_model
-from ptycho.model_manager import ALLOWED_KERAS_CLASSES
 from ptycho.network_spec import LAYER_KINDS, build_network_spec
+from ptycho_tf import canonical as tf_canonical
+from ptycho_tf import model as tf_model
+from ptycho_tf.model_manager import ALLOWED_KERAS_CLASSES
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "tensorflow-backend.md"
 
@@ -46,4 +47,4 @@ def test_every_class_the_table_names_may_be_loaded_from_a_bundle():
 def test_weight_naming_table():
     for keras_path, canonical in _table("| Keras variable | canonical name |").items():
         for path, name in zip(re.split(r",\s*", keras_path), re.split(r"`?,\s*`?", canonical), strict=True):
-            assert tf_model.canonical_name(path.strip("`")) == name.strip("`")
+            assert tf_canonical.canonical_name(path.strip("`")) == name.strip("`")

@@ -1,4 +1,4 @@
-"""``ptycho.tf_helper`` against the NumPy reference ``ptycho.reference.physics`` at float32 tolerances."""
+"""``ptycho_tf.physics`` against the NumPy reference ``ptycho.reference.physics`` at float32 tolerances."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptycho import tf_helper as th
 from ptycho.conventions import padded_size
 from ptycho.errors import ConfigError
 from ptycho.reference import physics as ref
+from ptycho_tf import physics as th
 
 RTOL = 1e-5
 ATOL = 2e-5

@@ -8,7 +8,7 @@ import torch
 
 from ptycho import conventions as cv
 from ptycho.reference import physics as ref
-from ptycho_torch import helper as th
+from ptycho_torch import physics as th
 
 pytestmark = pytest.mark.torch
 

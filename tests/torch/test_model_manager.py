@@ -79,7 +79,7 @@ class TestLoadTorchBundle:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
     def test_lightning_checkpoint_reloads_without_arguments(self, trained_gs2, tmp_path):
-        from ptycho_torch.lightning_module import PtychoPINN_Lightning
+        from ptycho_torch.training import PtychoPINN_Lightning
 
         out, results, _ = trained_gs2
         with zipfile.ZipFile(out / "wts.h5.zip") as zf:

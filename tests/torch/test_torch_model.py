@@ -146,7 +146,7 @@ def test_spec_walk_covers_pad_object_false_and_probe_big_false():
 
 
 def test_upsample_nearest_equals_interpolate_in_both_layouts():
-    from ptycho_torch.network import upsample_nearest
+    from ptycho_torch.layers import upsample_nearest
 
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
     want = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")

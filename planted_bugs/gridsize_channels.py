@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
 TARGET = "ptycho_torch.model_manager:create_torch_model_with_gridsize"
 

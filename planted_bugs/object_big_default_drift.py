@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
 TARGET = "ptycho_torch.parity_api:network_spec_from_config"
 #: Upstream torch's fallback for ``object_big``.

@@ -2,7 +2,7 @@
 
 Upstream PORT-ABLATION-FWD-001 class ("ported arms silently used different defaults"): a
 physics option set in the config never reaches the op.  The replacement of
-``ptycho.tf_helper.illuminate`` (what the ``probe`` layer calls) always smooths with
+``ptycho_tf.physics.illuminate`` (what the ``probe`` layer calls) always smooths with
 ``sigma = 0`` (no smoothing), whatever the layer passes.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
-TARGET = "ptycho.tf_helper:illuminate"
+TARGET = "ptycho_tf.physics:illuminate"
 
 
 def apply() -> Patch:

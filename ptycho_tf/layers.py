@@ -8,7 +8,7 @@ raw, untracked ``tf.Variable`` objects, which Keras 3 neither trains nor saves).
 
 The network layers implement the :class:`ptycho.network_spec.LayerSpec` kinds that Keras
 does not provide (``slice_channels``, ``activation`` with a scale, ``mask_multiply``,
-``combine_complex``); the physics layers wrap :mod:`ptycho.tf_helper`.  Shapes are
+``combine_complex``); the physics layers wrap :mod:`ptycho_tf.physics`.  Shapes are
 channels-last: images ``[B, H, W, C]``, positions ``[B, 1, 2, C]``.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from ptycho import tf_helper
 from ptycho.reference.physics import border_mask
+from ptycho_tf import physics
 
 __all__ = [
     "ACTIVATIONS",
@@ -125,7 +125,7 @@ class CombineComplex(keras.layers.Layer):
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
         amp, phase = inputs
-        return tf_helper.combine_complex(amp, phase)
+        return physics.combine_complex(amp, phase)
 
     def compute_output_spec(self, inputs: list) -> keras.KerasTensor:
         return keras.KerasTensor(inputs[0].shape, dtype="complex64")
@@ -176,7 +176,7 @@ class ProbeIllumination(keras.layers.Layer):
 
     def call(self, patches: tf.Tensor) -> tf.Tensor:
         probe = tf.complex(tf.convert_to_tensor(self.real), tf.convert_to_tensor(self.imag))
-        return tf_helper.illuminate(
+        return physics.illuminate(
             patches,
             probe,
             probe_mask=self.probe_mask,
@@ -200,7 +200,7 @@ class ProbeIllumination(keras.layers.Layer):
 class ReassemblePatches(keras.layers.Layer):
     """``[patches [B, N, N, C], positions [B, 1, 2, C]]`` -> canvas ``[B, P, P, 1]`` (``object.big``).
 
-    :func:`ptycho.tf_helper.reassemble_patches`: per sample at every batch size.
+    :func:`ptycho_tf.physics.reassemble_patches`: per sample at every batch size.
     """
 
     def __init__(self, P: int, **kwargs: Any) -> None:
@@ -209,7 +209,7 @@ class ReassemblePatches(keras.layers.Layer):
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
         patches, positions = inputs
-        return tf_helper.reassemble_patches(patches, positions, self.P)
+        return physics.reassemble_patches(patches, positions, self.P)
 
     def compute_output_spec(self, inputs: list) -> keras.KerasTensor:
         return keras.KerasTensor((inputs[0].shape[0], self.P, self.P, 1), dtype=inputs[0].dtype)
@@ -227,7 +227,7 @@ class PadObject(keras.layers.Layer):
         self.P = int(P)
 
     def call(self, patch: tf.Tensor) -> tf.Tensor:
-        return tf_helper.pad_object(patch, self.P)
+        return physics.pad_object(patch, self.P)
 
     def compute_output_spec(self, patch: keras.KerasTensor) -> keras.KerasTensor:
         return keras.KerasTensor((patch.shape[0], self.P, self.P, 1), dtype=patch.dtype)
@@ -245,7 +245,7 @@ class TrimObject(keras.layers.Layer):
         self.N = int(N)
 
     def call(self, canvas: tf.Tensor) -> tf.Tensor:
-        return tf_helper.trim(canvas, self.N)
+        return physics.trim(canvas, self.N)
 
     def compute_output_spec(self, canvas: keras.KerasTensor) -> keras.KerasTensor:
         return keras.KerasTensor((canvas.shape[0], self.N, self.N, 1), dtype=canvas.dtype)
@@ -264,7 +264,7 @@ class ExtractPatches(keras.layers.Layer):
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
         canvas, positions = inputs
-        return tf_helper.extract_patches(canvas, positions, self.N)
+        return physics.extract_patches(canvas, positions, self.N)
 
     def compute_output_spec(self, inputs: list) -> keras.KerasTensor:
         canvas, positions = inputs
@@ -279,7 +279,7 @@ class Diffract(keras.layers.Layer):
     """Far-field amplitude ``sqrt(fftshift(|fft2(psi)|**2) / N**2)``: complex64 -> float32 ``[B, N, N, C]``."""
 
     def call(self, psi: tf.Tensor) -> tf.Tensor:
-        return tf_helper.diffract_channels(psi)
+        return physics.diffract_channels(psi)
 
     def compute_output_spec(self, psi: keras.KerasTensor) -> keras.KerasTensor:
         return keras.KerasTensor(psi.shape, dtype="float32")

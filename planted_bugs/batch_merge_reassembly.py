@@ -3,7 +3,7 @@
 Upstream REASSEMBLY-BATCH-001 (quirk 2 of the TensorFlow reference): with ``B * C >= 64`` in
 one call ``ReassemblePatchesLayer`` took a "batched" path that summed the patches of ALL
 samples into a single canvas (gridsize 2 with batch 16 broke training; predict with batch 32
-returned one object).  The replacement of ``ptycho.tf_helper.reassemble_patches`` (what the
+returned one object).  The replacement of ``ptycho_tf.physics.reassemble_patches`` (what the
 ``padded_obj`` layer calls) keeps the per-sample path below the threshold and above it
 reassembles all ``B * C`` patches on one canvas, given to every sample (the output keeps its
 ``[B, P, P, 1]`` shape, so the bug is silent).
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
-TARGET = "ptycho.tf_helper:reassemble_patches"
+TARGET = "ptycho_tf.physics:reassemble_patches"
 #: Upstream's switch to the batched path: ``batch * channels >= 64``.
 MERGE_THRESHOLD = 64
 
@@ -25,7 +25,7 @@ def apply() -> Patch:
     """Make TensorFlow reassembly merge the batch above :data:`MERGE_THRESHOLD` patches."""
     import tensorflow as tf
 
-    from ptycho import tf_helper as th
+    from ptycho_tf import physics as th
 
     def make(original: Callable[..., Any]) -> Callable[..., Any]:
         def reassemble_patches(patches: Any, positions: Any, P: int) -> Any:

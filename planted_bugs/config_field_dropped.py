@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
 TARGET = "ptycho_torch.config_factory:to_model_config"
 #: The ``ModelConfig`` field the mutated bridge does not copy.

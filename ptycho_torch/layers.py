@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptycho.network_spec import INPUT_NAME, LayerSpec, NetworkSpec
-from ptycho_torch.helper import border_mask
+from ptycho_torch.physics import border_mask
 
 __all__ = ["ACTIVATIONS", "SpecCNN", "upsample_nearest"]
 

@@ -3,7 +3,7 @@
 Upstream NORMALIZATION-001 / quirk 6 of the TensorFlow reference: TensorFlow normalises
 ``X_full`` to ``(N/2)**2`` per pattern while the PyTorch port used ``N**2`` (a factor 2 in
 amplitude, 4 in photon counts).  The name ``x_full_target_energy`` bound in
-``ptycho.tf_helper`` (read by ``tf_helper.normalize_x_full`` at call time) returns ``N**2``;
+``ptycho_tf.physics`` (read by ``tf_helper.normalize_x_full`` at call time) returns ``N**2``;
 ``ptycho.conventions`` itself is untouched.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
-TARGET = "ptycho.tf_helper:x_full_target_energy"
+TARGET = "ptycho_tf.physics:x_full_target_energy"
 
 
 def apply() -> Patch:

@@ -2,16 +2,16 @@
 
 Upstream TORCH-REASSEMBLY-SIGN-001: torch merged by ``+offset`` where TensorFlow uses
 ``-offset``; merge -> extract round trips hide it and it is a no-op at gridsize 1 with
-centred offsets.  Here ``ptycho_torch.helper`` gets the opposite ``REASSEMBLY_SHIFT_SIGN``
+centred offsets.  Here ``ptycho_torch.physics`` gets the opposite ``REASSEMBLY_SHIFT_SIGN``
 (the shared ``ptycho.conventions`` value, which the reference and TensorFlow read, is untouched).
 """
 
 from __future__ import annotations
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
-#: The name ``ptycho_torch.helper.reassemble_patches`` reads at call time.
-TARGET = "ptycho_torch.helper:REASSEMBLY_SHIFT_SIGN"
+#: The name ``ptycho_torch.physics.reassemble_patches`` reads at call time.
+TARGET = "ptycho_torch.physics:REASSEMBLY_SHIFT_SIGN"
 
 
 def apply() -> Patch:

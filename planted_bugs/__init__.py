@@ -2,15 +2,15 @@
 
 Each mutant is a module of this package with a ``TARGET`` (``"package.module:attr"``, the one
 thing it replaces) and an ``apply()`` that monkeypatches exactly that attribute of ONE
-backend's own code (``ptycho/tf_helper.py``, ``ptycho/model.py``, ``ptycho_torch/*.py``...),
+backend's own code (``ptycho_tf/physics.py``, ``ptycho_tf/model.py``, ``ptycho_torch/*.py``...),
 never the shared NumPy core, so the other backend's worker and the reference stay correct.
 The worker calls :func:`activate` with ``$PTYCHO_MUTANT`` first thing; a mutant applies only
 in the worker of its own backend.
 
-``python -m conformance.mutants`` (``nox -s mutants``) runs the real gate once per mutant on
+``python -m planted_bugs`` (``nox -s mutants``) runs the real gate once per mutant on
 the scenarios listed in its :class:`Mutant` record and requires that the gate fails with a
 diagnosis naming one of the ``expected`` checks; it also runs the clean gate twice and
-requires identical verdicts (:mod:`conformance.mutants.kill`).
+requires identical verdicts (:mod:`planted_bugs.kill`).
 
 This module imports neither TensorFlow nor PyTorch: only :func:`activate` imports the
 patched backend module, in the worker that already uses it.
@@ -22,7 +22,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from conformance.mutants._patch import Patch
+from planted_bugs._patch import Patch
 
 __all__ = [
     "BACKENDS",
@@ -61,7 +61,7 @@ class Mutant:
     """One negative control.
 
     Attributes:
-        name: id, also the module name under ``conformance.mutants`` and the value of
+        name: id, also the module name under ``planted_bugs`` and the value of
             ``$PTYCHO_MUTANT``.
         backend: ``'tensorflow'`` or ``'pytorch'``: the only worker it is applied in.
         bug_class: one of :data:`REQUIRED_BUG_CLASSES`.

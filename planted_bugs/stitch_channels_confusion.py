@@ -2,7 +2,7 @@
 
 Upstream TORCH-GS2-STITCH-001: channels-first ``(B, C, H, W)`` predictions were handed to a
 stitcher that expects channels-last, its layout guard never fired, and the patches were tiled
-wrongly.  The replacement of ``ptycho_torch.helper.reassemble_position`` (the torch stitcher)
+wrongly.  The replacement of ``ptycho_torch.physics.reassemble_position`` (the torch stitcher)
 first converts its input as if it were channels-last with ``permute(0, 3, 2, 1)``, which for
 a ``[n, 1, N, N]`` tensor keeps the shape and the guard happy but transposes every object.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
-TARGET = "ptycho_torch.helper:reassemble_position"
+TARGET = "ptycho_torch.physics:reassemble_position"
 
 
 def apply() -> Patch:

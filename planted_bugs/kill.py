@@ -1,6 +1,6 @@
 """The kill run: the real gate once per mutant, plus the clean gate twice.
 
-For every mutant (:data:`conformance.mutants.REGISTRY`) :func:`run_mutant` runs
+For every mutant (:data:`planted_bugs.REGISTRY`) :func:`run_mutant` runs
 ``conformance.runner.run_gate`` on the mutant's scenarios with ``PTYCHO_MUTANT=<name>`` in its
 own run directory and :func:`diagnose` classifies the result:
 
@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conformance.mutants import REGISTRY, Mutant
 from conformance.verdicts import GateResult, Verdict
+from planted_bugs import REGISTRY, Mutant
 
 __all__ = [
     "CleanRun",
@@ -165,7 +165,10 @@ def diagnose(mutant: Mutant, result: GateResult, seconds: float, baseline: Colle
 
 
 def _gate_env(mutant: str, threads: int) -> dict[str, str]:
-    return {"PTYCHO_MUTANT": mutant, "PTYCHO_THREADS": str(threads)}
+    # planted_bugs is not installed: the workers find it through the checkout this package lives in.
+    checkout = str(Path(__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PTYCHO_MUTANT": mutant, "PTYCHO_THREADS": str(threads), "PYTHONPATH": pythonpath}
 
 
 @dataclass
@@ -342,7 +345,7 @@ def write_reports(rows: Sequence[KillRow], clean: CleanRun | None, report_dir: P
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m conformance.mutants",
+        prog="python -m planted_bugs",
         description="Run the conformance gate against every mutant (each must be caught by its expected check) "
         "and the clean gate twice (must pass with identical verdicts).",
     )
@@ -358,7 +361,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m conformance.mutants``; returns the exit status (0 only if all pass)."""
+    """Entry point of ``python -m planted_bugs``; returns the exit status (0 only if all pass)."""
     args = _parser().parse_args(argv)
     mutants = [REGISTRY[n] for n in (args.only or sorted(REGISTRY))]
     jobs = max(1, args.jobs)

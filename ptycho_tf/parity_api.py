@@ -8,8 +8,8 @@ All arrays in and out are NumPy in the data-contract layout (channels-last image
 * :func:`forward` -> every named intermediate of ``ptycho.reference.model.forward``;
 * :func:`loss_and_grads`, :func:`train_steps` (Adam, Keras formula; the optimizer state
   lives in the handle, so successive calls continue one optimisation);
-* :func:`physics_op` -> the ``ptycho.tf_helper`` op of the same name as the reference op;
-* :func:`save_bundle` / :func:`load_bundle` through :mod:`ptycho.model_manager`.
+* :func:`physics_op` -> the ``ptycho_tf.physics`` op of the same name as the reference op;
+* :func:`save_bundle` / :func:`load_bundle` through :mod:`ptycho_tf.model_manager`.
 """
 
 from __future__ import annotations
@@ -23,13 +23,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ptycho import model as tf_model
-from ptycho import model_manager, tf_helper
-from ptycho.model import PtychoPINNModels, build_models, canonical_name, initial_weights
+from ptycho.loss_weights import LossWeights
 from ptycho.network_spec import network_spec_from_config
-from ptycho.train_pinn import LossWeights, Trainer, make_optimizer
+from ptycho_tf import BACKEND, model_manager, physics
+from ptycho_tf import model as tf_model
+from ptycho_tf.canonical import canonical_name, initial_weights
+from ptycho_tf.model import PtychoPINNModels, build_models
+from ptycho_tf.optim import make_optimizer
+from ptycho_tf.training import Trainer
 
 __all__ = [
+    "run_workflow",
     "BACKEND",
     "PHYSICS_OPS",
     "Handle",
@@ -44,26 +48,25 @@ __all__ = [
     "train_steps",
 ]
 
-BACKEND = "tensorflow"
 
 #: Reference op name -> TensorFlow implementation (same arguments as ``ptycho.reference.physics``).
 PHYSICS_OPS = {
-    "translate": tf_helper.translate,
-    "reassemble_patches": tf_helper.reassemble_patches,
-    "extract_patches": tf_helper.extract_patches,
-    "trim": tf_helper.trim,
-    "pad_object": tf_helper.pad_object,
-    "pad_to": tf_helper.pad_to,
-    "center_crop": tf_helper.center_crop,
-    "illuminate": tf_helper.illuminate,
-    "diffract": tf_helper.diffract,
-    "diffract_channels": tf_helper.diffract_channels,
-    "gaussian_smooth3x3": tf_helper.gaussian_smooth3x3,
-    "combine_complex": tf_helper.combine_complex,
-    "reassemble_position": tf_helper.reassemble_position,
-    "poisson_nll": tf_helper.poisson_nll,
-    "mean_absolute_error": tf_helper.mean_absolute_error,
-    "normalize_x_full": tf_helper.normalize_x_full,
+    "translate": physics.translate,
+    "reassemble_patches": physics.reassemble_patches,
+    "extract_patches": physics.extract_patches,
+    "trim": physics.trim,
+    "pad_object": physics.pad_object,
+    "pad_to": physics.pad_to,
+    "center_crop": physics.center_crop,
+    "illuminate": physics.illuminate,
+    "diffract": physics.diffract,
+    "diffract_channels": physics.diffract_channels,
+    "gaussian_smooth3x3": physics.gaussian_smooth3x3,
+    "combine_complex": physics.combine_complex,
+    "reassemble_position": physics.reassemble_position,
+    "poisson_nll": physics.poisson_nll,
+    "mean_absolute_error": physics.mean_absolute_error,
+    "normalize_x_full": physics.normalize_x_full,
 }
 
 
@@ -203,13 +206,29 @@ def physics_op(name: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def save_bundle(handle: Handle, output_dir: str | PathLike, params_snapshot: Mapping[str, Any]) -> Path:
-    """Write ``{output_dir}/wts.h5.zip`` with :func:`ptycho.model_manager.save_models`."""
+    """Write ``{output_dir}/wts.h5.zip`` with :func:`ptycho_tf.model_manager.save_models`."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     return model_manager.save_models(handle.models, out, params_snapshot=params_snapshot)
 
 
 def load_bundle(path: str | PathLike) -> Handle:
-    """Load a TensorFlow bundle (restores ``params.cfg``) with :func:`ptycho.model_manager.load_models`."""
+    """Load a TensorFlow bundle (restores ``params.cfg``) with :func:`ptycho_tf.model_manager.load_models`."""
     models, _params = model_manager.load_models(path)
     return Handle(models)
+
+
+def run_workflow(train_data: Any, test_data: Any, config: Any, *, M: int, device: str) -> tuple[Any, Any, dict]:
+    """Train with the backend's own workflow (``run_cdi_example``, compiled ``tf.function``s exactly as users
+    run it, whatever the parity stages' eager setting) and stitch ``test_data``: ``(amplitude, phase, results)``.
+
+    ``device`` is not used: TensorFlow places ops itself (the harness hides GPUs for ``PTYCHO_DEVICE=cpu``).
+    """
+    from ptycho_tf.workflows.components import run_cdi_example
+
+    eager = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(False)
+    try:
+        return run_cdi_example(train_data, test_data, config, M=M, do_stitching=True, quiet=True)
+    finally:
+        tf.config.run_functions_eagerly(eager)

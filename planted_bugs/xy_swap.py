@@ -2,7 +2,7 @@
 
 Upstream REASSEMBLY-BRIDGE-001 / TORCH-GS2-POSITION-OFFSETS-001: ``coords_offsets`` were
 stored ``(row, col)`` while the consumer expected ``(x, y)``, giving a blob lattice at
-gridsize > 1.  ``ptycho.tf_helper.positions_to_flat`` (used by ``reassemble_patches`` and
+gridsize > 1.  ``ptycho_tf.physics.positions_to_flat`` (used by ``reassemble_patches`` and
 ``extract_patches``, so by the model's ``padded_obj`` and ``object_patches`` layers) returns
 the offsets with the two coordinates swapped.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
-TARGET = "ptycho.tf_helper:positions_to_flat"
+TARGET = "ptycho_tf.physics:positions_to_flat"
 
 
 def apply() -> Patch:

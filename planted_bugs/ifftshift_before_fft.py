@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from conformance.mutants._patch import Patch, patch
+from planted_bugs._patch import Patch, patch
 
-TARGET = "ptycho.tf_helper:_diffract_last2"
+TARGET = "ptycho_tf.physics:_diffract_last2"
 
 
 def apply() -> Patch:

@@ -1,0 +1,194 @@
+"""Training of the TensorFlow PtychoPINN model: one Adam step and the epoch loop.
+
+A custom loop (not ``keras.Model.fit``) so that both backends see the same batches in
+the same order and step with the same learning rate (``ptycho.training_plan``):
+
+* validation = the last ``VALIDATION_FRACTION`` of the groups (``split_train_val``);
+* epoch ``e`` visits the training groups in ``epoch_order(n, seed=seed, epoch=e)``, cut
+  into ``batches(order, batch_size)`` (the last batch may be smaller);
+* the learning rate of epoch ``e`` is ``LearningRateSchedule.lr_for_epoch(e)``; the
+  monitored loss (validation if there is a validation set, else training) is
+  ``record()``-ed after every epoch;
+* Adam with ``conventions.LEARNING_RATE`` / ``ADAM_BETA1`` / ``ADAM_BETA2`` /
+  ``ADAM_EPSILON`` (Keras' update formula = ``ptycho.reference.optim.adam_step``).
+
+Losses: :mod:`ptycho_tf.losses`; optimizer: :mod:`ptycho_tf.optim`.
+
+Determinism on CPU: :func:`seed_everything` calls ``keras.utils.set_random_seed(seed)``
+and ``tf.config.experimental.enable_op_determinism()``; nothing in the loop draws random
+numbers from TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ptycho.loss_weights import LossWeights
+from ptycho.training_plan import LearningRateSchedule, batches, epoch_order, split_train_val
+from ptycho_tf.losses import LOSS_KEYS, compute_losses, realspace_target
+from ptycho_tf.optim import make_optimizer
+
+__all__ = ["Trainer", "seed_everything", "train"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow (``keras.utils.set_random_seed``) and enable op determinism."""
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+class Trainer:
+    """Compiled loss/step functions for one autoencoder.
+
+    ``step`` runs one Adam step on a batch and returns the batch's loss terms (computed
+    before the update); ``evaluate`` returns the loss terms without updating;
+    ``loss_and_grads`` returns the loss terms and the gradients of ``total`` with respect
+    to the trainable variables.  All are ``tf.function``s with a dynamic batch dimension,
+    so a smaller last batch does not retrace.
+    """
+
+    def __init__(self, autoencoder: keras.Model, weights: LossWeights, optimizer: keras.optimizers.Optimizer):
+        self.model = autoencoder
+        self.weights = weights
+        self.optimizer = optimizer
+        self.variables = list(autoencoder.trainable_variables)
+        if not optimizer.built:
+            optimizer.build(self.variables)
+        N, C = int(autoencoder.inputs[0].shape[1]), int(autoencoder.inputs[0].shape[3])
+        sig = [
+            tf.TensorSpec((None, N, N, C), tf.float32),
+            tf.TensorSpec((None, 1, 2, C), tf.float32),
+            tf.TensorSpec((None, N, N, 1), tf.float32),
+        ]
+        self.step = tf.function(self._step, input_signature=sig)
+        self.evaluate = tf.function(self._evaluate, input_signature=sig)
+        self.loss_and_grads = tf.function(self._loss_and_grads, input_signature=sig)
+
+    def _losses(self, x, pos, target, training: bool) -> dict[str, tf.Tensor]:
+        outputs = self.model([x, pos], training=training)
+        return compute_losses(outputs, x, self.weights, target)
+
+    def _loss_and_grads(self, x, pos, target):
+        with tf.GradientTape() as tape:
+            losses = self._losses(x, pos, target, True)
+        grads = tape.gradient(losses["total"], self.variables)
+        return losses, grads
+
+    def _step(self, x, pos, target):
+        losses, grads = self._loss_and_grads(x, pos, target)
+        self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
+        return losses
+
+    def _evaluate(self, x, pos, target):
+        return self._losses(x, pos, target, False)
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer.learning_rate.assign(float(lr))
+
+
+def _mean_losses(trainer: Trainer, x: np.ndarray, pos: np.ndarray, target: np.ndarray, batch_size: int):
+    """Loss terms over a whole set, batch by batch (sample-weighted mean of the batch means)."""
+    sums = dict.fromkeys(LOSS_KEYS, 0.0)
+    n = len(x)
+    for idx in batches(np.arange(n), batch_size):
+        out = trainer.evaluate(x[idx], pos[idx], target[idx])
+        for k in LOSS_KEYS:
+            sums[k] += float(out[k]) * len(idx)
+    return {k: v / n for k, v in sums.items()}
+
+
+def train(
+    autoencoder: keras.Model,
+    x_scaled: np.ndarray,
+    positions: np.ndarray,
+    *,
+    config: Any,
+    seed: int,
+    Y_I: np.ndarray | None = None,
+    quiet: bool = False,
+) -> dict[str, list[float]]:
+    """Train ``autoencoder`` in place on ``(x_scaled, positions)``; return the per-epoch history.
+
+    Args:
+        autoencoder: the model from :func:`ptycho_tf.model.build_models` (its trainable variables
+            are updated).
+        x_scaled: float32 ``[n, N, N, C]`` = ``X * intensity_scale``.
+        positions: float32 ``[n, 1, 2, C]`` relative offsets ``coords_nominal``.
+        config: a ``TrainingConfig`` (``batch_size``, ``nepochs``, loss weights, scheduler fields).
+        seed: the workflow seed (batch order).
+        Y_I: float32 ``[n, N, N, C]`` ground-truth amplitude (only for the real-space loss).
+        quiet: no progress output.
+
+    Returns:
+        ``history`` with lists over epochs: ``train_loss`` and ``loss`` (total training loss),
+        ``val_loss`` (empty when there is no validation set), ``<term>`` and ``val_<term>``
+        for ``poisson_nll``/``mae``/``realspace``, ``lr`` and ``epoch_time_s``.
+    """
+    weights = LossWeights.from_config(config)
+    n = len(x_scaled)
+    N = int(x_scaled.shape[1])
+    if weights.realspace_factor > 0:
+        if Y_I is None:
+            raise ValueError("realspace_weight and realspace_mae_weight are > 0 but no ground truth Y_I was given")
+        target = realspace_target(Y_I, positions)
+    else:
+        target = np.zeros((n, N, N, 1), np.float32)
+    train_idx, val_idx = split_train_val(n)
+    schedule = LearningRateSchedule.from_config(config)
+    trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)))
+    batch_size = int(config.batch_size)
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "loss": [], "lr": [], "epoch_time_s": []}
+    for k in LOSS_KEYS[:-1]:
+        history[k] = []
+        history[f"val_{k}"] = []
+    x_tr, p_tr, t_tr = x_scaled[train_idx], positions[train_idx], target[train_idx]
+    for epoch in range(int(config.nepochs)):
+        t0 = time.perf_counter()
+        lr = schedule.lr_for_epoch(epoch)
+        trainer.set_learning_rate(lr)
+        plan = batches(epoch_order(len(train_idx), seed=seed, epoch=epoch), batch_size)
+        bar = None if quiet else keras.utils.Progbar(len(plan), stateful_metrics=["loss"], unit_name="batch")
+        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        for i, idx in enumerate(plan):
+            out = trainer.step(x_tr[idx], p_tr[idx], t_tr[idx])
+            for k in LOSS_KEYS:
+                sums[k] += float(out[k]) * len(idx)
+            if bar is not None:
+                bar.update(i + 1, values=[("loss", sums["total"] / sum(len(b) for b in plan[: i + 1]))])
+        epoch_losses = {k: v / len(train_idx) for k, v in sums.items()}
+        history["train_loss"].append(epoch_losses["total"])
+        history["loss"].append(epoch_losses["total"])
+        for k in LOSS_KEYS[:-1]:
+            history[k].append(epoch_losses[k])
+        monitored = epoch_losses["total"]
+        if len(val_idx):
+            val = _mean_losses(trainer, x_scaled[val_idx], positions[val_idx], target[val_idx], batch_size)
+            history["val_loss"].append(val["total"])
+            for k in LOSS_KEYS[:-1]:
+                history[f"val_{k}"].append(val[k])
+            monitored = val["total"]
+        if not math.isfinite(epoch_losses["total"]):
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch + 1}: loss is {epoch_losses['total']}. Fix: check the "
+                "data normalisation and nphotons, or lower the learning rate"
+            )
+        schedule.record(monitored)
+        history["lr"].append(float(lr))
+        history["epoch_time_s"].append(time.perf_counter() - t0)
+        if not quiet:
+            val_text = f", val_loss {history['val_loss'][-1]:.6g}" if len(val_idx) else ""
+            print(
+                f"epoch {epoch + 1}/{config.nepochs}: loss {epoch_losses['total']:.6g}{val_text}, lr {lr:.3g}, "
+                f"{history['epoch_time_s'][-1]:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return history
+

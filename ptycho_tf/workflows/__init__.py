@@ -1,0 +1,1 @@
+"""TensorFlow workflows: training, inference and stitching (:mod:`ptycho_tf.workflows.components`)."""
