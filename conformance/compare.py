@@ -227,8 +227,25 @@ def _transplant_pairs(sides: Mapping[str, SideRecord]) -> Iterator[ArrayPair]:
             yield ArrayPair(ref_key, f"{peer}~{REFERENCE}<-{peer}", own, ref.arrays.get(ref_key))
 
 
+def _inference_pairs(sides: Mapping[str, SideRecord]) -> Iterator[ArrayPair]:
+    """Each backend's inference entry points on its own bundle against the reference forward of that bundle."""
+    ref = sides[REFERENCE]
+    expected = {"api/objects": "objects", "api/offsets": "offsets", "api/stitched": "stitched",
+                "cli/stitched": "cli_stitched", "torch_cli/stitched": "torch_cli_stitched"}
+    for name in BACKENDS:
+        rec = sides[name]
+        own = {k.split("/", 1)[1] for k in rec.keys("inference/")}
+        wanted = {k for k, v in expected.items() if f"inference/{name}/{v}" in ref.arrays}
+        for key in sorted(own | wanted):
+            ref_key = f"inference/{name}/{expected.get(key, key)}"
+            yield ArrayPair(f"inference/{key}", f"{name}~{REFERENCE}<-{name}", rec.arrays.get(f"inference/{key}"),
+                            ref.arrays.get(ref_key))
+
+
 def array_pairs(stage: str, sides: Mapping[str, SideRecord]) -> list[ArrayPair]:
     """Every array comparison of ``stage`` (structured stages return none)."""
+    if stage == "inference":
+        return list(_inference_pairs(sides))
     if stage == "save_load":
         return list(_save_load_pairs(sides))
     if stage == "transplant":
@@ -328,7 +345,9 @@ def _params_point(
 def _params_checks(sides: Mapping[str, SideRecord], ctx: str, points: Iterable[str] | None = None) -> list[Comparison]:
     """tensorflow~pytorch at every snapshot point, and each backend~reference at the reference's points."""
     tf, pt, ref = sides["tensorflow"], sides["pytorch"], sides[REFERENCE]
-    wanted = sorted(set(tf.params_cfg) | set(pt.params_cfg)) if points is None else list(points)
+    if points is None:  # the params_cfg stage: the pipeline snapshots (user-path stages judge their own '<stage>/...')
+        points = [p for p in sorted(set(tf.params_cfg) | set(pt.params_cfg)) if "/" not in p]
+    wanted = list(points)
     checks = [_params_point(p, tf, pt, "tensorflow~pytorch", ctx) for p in wanted]
     ref_points = [p for p in wanted if p in ref.params_cfg]
     if not ref_points:
@@ -526,6 +545,66 @@ def _checks(stage: str, scenario: Scenario, run_dir: Path, sides: Mapping[str, S
         checks += _bundle_checks(sides, ctx)
     elif stage == "e2e":
         checks += _e2e_checks(run_dir, scenario.id, sides, ctx)
+    elif stage == "config":
+        checks += _config_checks(sides, ctx)
+    elif stage == "workflow":
+        checks += _workflow_checks(scenario, sides, ctx)
+    elif stage == "inference":
+        checks += _inference_config_checks(sides, ctx)
+    return checks
+
+
+# --------------------------------------------------------------------------- user paths
+
+
+def _config_checks(sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison]:
+    """Every config door of each backend against the reference's params.cfg for that door, key by key and type by
+    type, and tensorflow~pytorch on the doors both run (``conformance.user_paths.DOORS``)."""
+    from conformance.user_paths import DOORS
+
+    checks = []
+    for door, (runners, _fields) in DOORS.items():
+        point = f"config/{door}"
+        for name in runners:
+            checks.append(_params_point(point, sides[name], sides[REFERENCE], f"{name}~{REFERENCE}", ctx,
+                                        tensor=f"config/{door}"))
+        if set(BACKENDS) <= set(runners):
+            checks.append(_params_point(point, sides["tensorflow"], sides["pytorch"], "tensorflow~pytorch", ctx,
+                                        tensor=f"config/{door}"))
+    return checks
+
+
+def _workflow_checks(scenario: Scenario, sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison]:
+    """Which parameters each backend's training loop updates, against the network spec and the scenario's flags."""
+    from conformance.user_paths import expected_trainable
+    from ptycho.network_spec import network_spec_from_config
+
+    cfg = scenario.training_config()
+    want = expected_trainable(network_spec_from_config(scenario.model_config()).param_names(),
+                              intensity_scale_trainable=cfg.intensity_scale_trainable,
+                              probe_trainable=cfg.probe_trainable)
+    checks = []
+    for name in BACKENDS:
+        got = ((sides[name].stages.get("workflow") or {}).get("values") or {}).get("trainable")
+        if got is None:
+            diffs = ["no trainable list recorded"]
+        else:
+            diffs = [f"'{p}' is not trained" for p in sorted(set(want) - set(got))]
+            diffs += [f"'{p}' is trained but should be frozen" for p in sorted(set(got) - set(want))]
+        checks.append(_structured("workflow/trainable", f"{name}~spec", diffs, len(want), ctx))
+    return checks
+
+
+def _inference_config_checks(sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison]:
+    """params.cfg after each backend loads its bundle against the one it saved it with; the torch inference
+    payload against the dataclass path with the same values and the bundle's architecture."""
+    checks = [
+        _params_point("inference/loaded", sides[name], sides[name], f"{name}:loaded~{name}:saved", ctx,
+                      tensor="inference/params_cfg", point_b="workflow/saved")
+        for name in BACKENDS
+    ]
+    checks.append(_params_point("inference/payload", sides["pytorch"], sides[REFERENCE], f"pytorch~{REFERENCE}", ctx,
+                                tensor="inference/payload"))
     return checks
 
 

@@ -164,6 +164,10 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     # end to end: the training-loss history of each backend's own workflow
     _stage("e2e", "e2e/loss_history", 1e-3, 6.17e-5, "3 epochs of each workflow from the same initial weights and "
            "batch order; per-epoch mean losses drift with the weights"),
+    # user paths: each backend's own data pipeline yields the core's batches bit for bit (a copy and a layout
+    # transpose of the same float32 values; no arithmetic)
+    _stage("data", "data/*", 0.0, 0.0, "batches are gathered, not computed: every element must be identical",
+           scale=False, rtol=0.0),
 )
 
 

@@ -56,10 +56,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from conformance.backends import Adapter, make_adapter, prepare_process
+from conformance.backends import WORKFLOW_BUNDLE_DIR, Adapter, WorkflowResult, make_adapter, prepare_process
 from conformance.inputs import INPUTS_NAME, OP_SIGNATURES, SCENARIO_NAME, Inputs, read_inputs, write_inputs
 from conformance.record import encode_params_cfg, load_record, write_npz, write_record
 from conformance.scenarios import BACKENDS, PHASE_STAGES, PHASES, REFERENCE, SIDES, Scenario, stage_closure
+from conformance.user_paths import finite_or_none, put_batches
 
 __all__ = [
     "BUNDLE_DIR",
@@ -289,14 +290,43 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
             if rec.bundle_layout["read_error"]:
                 raise ValueError(f"ptycho.bundle.read_bundle rejects the bundle: {rec.bundle_layout['read_error']}")
 
+    if "data" in stages:
+        with rec.stage("data") as entry:
+            params.reset()
+            found = adapter.data_batches(sc, inputs.train_file, inputs.test_file)
+            for key, batches in found.items():
+                put_batches(lambda k, v: rec.put("data", k, v), key, batches)
+            entry["values"] = {"batch_sizes": {k: [len(x) for x, _ in b] for k, b in found.items()}}
+
+    def run_workflow() -> WorkflowResult:
+        params.reset()
+        result = adapter.workflow(sc, inputs.train_file, inputs.test_file, f"{adapter.name}/{WORKFLOW_BUNDLE_DIR}")
+        rec.snapshot("workflow/saved")
+        return result
+
+    workflow = _Once(run_workflow)  # one training run serves the e2e, workflow and inference stages
     if "e2e" in stages:
         with rec.stage("e2e") as entry:
-            params.reset()
-            result = adapter.e2e(sc, inputs.train_file, inputs.test_file, f"{adapter.name}/e2e_out")
+            result = workflow().e2e()
             rec.put("e2e", "amplitude", result.amplitude)
             rec.put("e2e", "phase", result.phase)
             rec.put("e2e", "loss_history", result.loss_history)
             entry["values"] = result.values
+    if "workflow" in stages:
+        with rec.stage("workflow") as entry:
+            run = workflow()
+            for key, series in run.history.items():
+                if series:
+                    rec.put("workflow", key, np.asarray(series, np.float64))
+            for name, w in run.weights.items():
+                rec.put("workflow", f"weights/{name}", w)
+            entry["values"] = {"trainable": run.trainable, "history": {k: finite_or_none(v)
+                                                                      for k, v in run.history.items()},
+                               "bundle": str(run.bundle_dir)}
+
+    if "config" in stages:
+        with rec.stage("config") as entry:
+            entry["values"] = {"doors": adapter.config_doors(sc, rec.snapshot)}
 
     if "params_cfg" in stages:
         with rec.stage("params_cfg") as entry:
@@ -374,6 +404,11 @@ def _consume(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
                 except Exception as exc:  # the other route still runs
                     failed[route] = exc
             _raise_collected("transplant route", failed, entry)
+
+    if "inference" in stages:
+        with rec.stage("inference"):
+            for key, value in adapter.inference(sc, run_dir, inputs.test_file, rec.snapshot).items():
+                rec.put("inference", key, value)
 
     if "params_cfg" in stages:
         with rec.stage("params_cfg") as entry:
