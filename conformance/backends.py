@@ -21,9 +21,9 @@ eager execution runs the same ops; the e2e stage always runs the compiled workfl
 
 from __future__ import annotations
 
-import importlib
 import contextlib
 import dataclasses
+import importlib
 import os
 import platform
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -721,9 +721,10 @@ class ReferenceAdapter(Adapter):
             out[f"{backend}/objects"] = obj
             out[f"{backend}/offsets"] = container.global_offsets
             out[f"{backend}/stitched"] = stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]
-            # ptycho_inference: InferenceConfig(n_groups=None, subsample_seed=--seed), stitch_crop(N)
+            # ptycho_inference: every scan position (n_groups None), --seed, the bundle's neighbour count, stitch_crop(N)
             cli_config = InferenceConfig(model=scenario.model_config(), model_path=bundle, test_data_file=test_file,
-                                         subsample_seed=scenario.data.seed, backend=backend)
+                                         subsample_seed=scenario.data.seed, neighbor_count=int(snap["neighbor_count"]),
+                                         backend=backend)
             cli = create_ptycho_data_container(raw, cli_config)
             out[f"{backend}/cli_stitched"] = stitch(objects(cli), cli.global_offsets,
                                                     stitch_crop(scenario.data.N))[2][..., 0]

@@ -523,7 +523,7 @@ REGISTRY: dict[str, Scenario] = _registry([
                               "ReduceLROnPlateau (patience 1, so the rate halves within the run) and Poisson + MAE "
                               "+ real-space losses; the same run's data pipeline, training record and bundle"),
     # ---- each backend's user-facing code at gridsize 2 and 3 with non-default options (specs: "User paths")
-    make_scenario("e2e_gs2_n32", gridsize=2, batch=4, stages=(*E2E, *USER), seed=26, n_positions=64,
+    make_scenario("e2e_gs2_n32", gridsize=2, batch=4, stages=(*E2E, *USER), seed=26, n_positions=80,
                   n_test_positions=32,
                   training={"nepochs": 3, "batch_size": 8, "n_groups": 29, "scheduler": "Exponential",
                             "probe_trainable": True, "intensity_scale_trainable": False, "mae_weight": 0.3},

@@ -67,7 +67,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--gridsize {args.gridsize} does not match the model's gridsize {gridsize}; omit --gridsize")
     if raw.N != N:
         raise ValueError(f"--test_data {test_file} has {raw.N}x{raw.N} patterns but the model was trained with N={N}")
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=N, gridsize=gridsize))
+    # Group the test data as the model's training data was grouped: a gridsize-3 group needs C - 1 = 8
+    # neighbours, more than the InferenceConfig default of 4 (gridsize-3 bundles could not be reconstructed).
+    neighbor_count = int(params.cfg.get("neighbor_count") or config.neighbor_count)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=N, gridsize=gridsize),
+                                 neighbor_count=neighbor_count)
     container = common.create_ptycho_data_container(raw, config)
     objects = backend_module(args.backend).predict_objects(model, container, args.batch_size)
     _amp, _phase, stitched = common.stitch(objects, container.global_offsets, stitch_crop(N))

@@ -95,6 +95,16 @@ def test_training_payload_precedence_and_params_cfg(sim_npz, tmp_path):
     assert "learning_rate" not in params.cfg and "accelerator" not in params.cfg
 
 
+def test_training_payload_carries_gradient_clipping_to_params_cfg_and_the_execution_config(sim_npz, tmp_path):
+    """The clipping fields belong to both configs (found by the conformance gate's config stage, where the
+    factory dropped them from params.cfg while the dataclass path kept them)."""
+    payload = create_training_payload(sim_npz, tmp_path, {"n_groups": 4, "gradient_clip_val": 0.5,
+                                                          "gradient_clip_algorithm": "value"})
+    assert (params.cfg["gradient_clip_val"], params.cfg["gradient_clip_algorithm"]) == (0.5, "value")
+    assert (payload.tf_training_config.gradient_clip_val, payload.execution_config.gradient_clip_val) == (0.5, 0.5)
+    assert payload.execution_config.gradient_clip_algorithm == "value"
+
+
 def test_training_payload_validation(sim_npz, tmp_path):
     with pytest.raises(FileNotFoundError):
         create_training_payload(tmp_path / "none.npz", tmp_path, {"n_groups": 1})
