@@ -721,7 +721,7 @@ class ReferenceAdapter(Adapter):
             out[f"{backend}/objects"] = obj
             out[f"{backend}/offsets"] = container.global_offsets
             out[f"{backend}/stitched"] = stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]
-            # ptycho_inference: every scan position (n_groups None), --seed, the bundle's neighbour count, stitch_crop(N)
+            # ptycho_inference: every scan position, --seed, the bundle's neighbour count, stitch_crop(N)
             cli_config = InferenceConfig(model=scenario.model_config(), model_path=bundle, test_data_file=test_file,
                                          subsample_seed=scenario.data.seed, neighbor_count=int(snap["neighbor_count"]),
                                          backend=backend)

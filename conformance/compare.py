@@ -55,6 +55,7 @@ from conformance.tolerances import (
     E2E_CROSS,
     E2E_GAP,
     E2E_VS_TRUTH,
+    E2E_VS_TRUTH_BY_SCENARIO,
     Tolerance,
     compare_arrays,
     resolve_tolerance,
@@ -468,7 +469,8 @@ def _e2e_checks(run_dir: Path, scenario: str, sides: Mapping[str, SideRecord], c
             continue
         recons[name] = recon
         scores[name] = metrics.score_pair(recon, truth, mask)
-        checks.append(_metric_check("e2e/vs_truth", f"{name}~truth", scores[name], E2E_VS_TRUTH, ctx))
+        floors = E2E_VS_TRUTH_BY_SCENARIO.get(scenario, E2E_VS_TRUTH)
+        checks.append(_metric_check("e2e/vs_truth", f"{name}~truth", scores[name], floors, ctx))
     if len(scores) == len(BACKENDS):
         gap = {m: abs(scores["tensorflow"][m] - scores["pytorch"][m]) for m in E2E_GAP}
         checks.append(_metric_check("e2e/gap", "tensorflow~pytorch", gap, E2E_GAP, ctx))

@@ -277,8 +277,11 @@ def put_batches(put: Callable[[str, np.ndarray], None], prefix: str,
     """Record batches as ``<prefix>/x_scaled`` ``[n, N, N, C]`` and ``<prefix>/positions`` ``[n, 1, 2, C]`` (the
     batches concatenated in the order they came, channels-last float32) and ``<prefix>/sizes`` (int64, one
     entry per batch): order, content and the last partial batch in three arrays."""
-    if not batches:
-        raise ValueError(f"{prefix}: the pipeline yielded no batch")
+    if not batches:  # recorded as empty, so the judge names the arrays that differ from the expected batches
+        put(f"{prefix}/x_scaled", np.zeros((0,), np.float32))
+        put(f"{prefix}/positions", np.zeros((0,), np.float32))
+        put(f"{prefix}/sizes", np.zeros((0,), np.int64))
+        return
     put(f"{prefix}/x_scaled", np.concatenate([np.asarray(x, np.float32) for x, _ in batches]))
     put(f"{prefix}/positions", np.concatenate([np.asarray(p, np.float32) for _, p in batches]))
     put(f"{prefix}/sizes", np.asarray([len(x) for x, _ in batches], np.int64))
