@@ -43,6 +43,7 @@ __all__ = [
     "E2EResult",
     "PyTorchAdapter",
     "ReferenceAdapter",
+    "RoutesFailed",
     "TensorFlowAdapter",
     "WorkflowResult",
     "make_adapter",
@@ -445,15 +446,22 @@ class TensorFlowAdapter(Adapter):
 
         bundle = run_dir / scenario.id / self.name / WORKFLOW_BUNDLE_DIR
         config = scenario.training_config(test_file.name, "inference_out")
-        params.reset()
-        model, _ = load_inference_bundle(bundle)
-        snapshot("inference/loaded")
-        container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
-        obj = predict_objects(model, container, batch_size=int(config.batch_size))
-        _, _, stitched = stitch(obj, container.global_offsets, STITCH_M)
-        cli = self._inference_cli(bundle, test_file, Path(f"{self.name}/inference_cli"), scenario.data.seed)
-        return {"api/objects": obj, "api/offsets": container.global_offsets, "api/stitched": stitched[..., 0],
-                "cli/stitched": cli}
+        out: dict[str, np.ndarray] = {}
+        errors: dict[str, Exception] = {}
+
+        def api() -> None:
+            params.reset()
+            model, _ = load_inference_bundle(bundle)
+            snapshot("inference/loaded")
+            container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
+            obj = predict_objects(model, container, batch_size=int(config.batch_size))
+            out.update({"api/objects": obj, "api/offsets": container.global_offsets,
+                        "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
+
+        _route("load_inference_bundle", api, errors)
+        _route("ptycho_inference", lambda: out.update({"cli/stitched": self._inference_cli(
+            bundle, test_file, Path(f"{self.name}/inference_cli"), scenario.data.seed)}), errors)
+        return _routes_done(out, errors)
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -594,30 +602,40 @@ class PyTorchAdapter(Adapter):
 
         bundle = run_dir / scenario.id / self.name / WORKFLOW_BUNDLE_DIR
         config = scenario.training_config(test_file.name, "inference_out")
-        params.reset()
-        models, _ = load_inference_bundle_torch(bundle)
-        snapshot("inference/loaded")
-        container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
-        obj = predict_objects(models["diffraction_to_obj"], container, batch_size=int(config.batch_size))
-        _, _, stitched = stitch(obj, container.global_offsets, STITCH_M)
-        out = {"api/objects": obj, "api/offsets": container.global_offsets, "api/stitched": stitched[..., 0]}
+        out: dict[str, np.ndarray] = {}
+        errors: dict[str, Exception] = {}
 
-        params.reset()
-        create_inference_payload(bundle, test_file, Path("pytorch/inference_payload"),
-                                 overrides=user_paths.inference_case())
-        snapshot("inference/payload")
+        def api() -> None:
+            params.reset()
+            models, _ = load_inference_bundle_torch(bundle)
+            snapshot("inference/loaded")
+            container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
+            obj = predict_objects(models["diffraction_to_obj"], container, batch_size=int(config.batch_size))
+            out.update({"api/objects": obj, "api/offsets": container.global_offsets,
+                        "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
 
-        out["cli/stitched"] = self._inference_cli(bundle, test_file, Path("pytorch/inference_cli"),
-                                                  scenario.data.seed)
-        cli_out = Path("pytorch/inference_torch_cli")
-        code = torch_inference.main(["--model_path", str(bundle), "--test_data", str(test_file), "--output_dir",
-                                     str(cli_out), "--seed", str(scenario.data.seed), "--accelerator", "cpu",
-                                     "--quiet"])
-        if code != 0:
-            raise RuntimeError(f"python -m ptycho_torch.inference exited with status {code}")
-        with np.load(cli_out / "reconstruction.npz", allow_pickle=False) as npz:
-            out["torch_cli/stitched"] = np.asarray(npz["object"])
-        return out
+        def payload() -> None:
+            params.reset()
+            create_inference_payload(bundle, test_file, Path("pytorch/inference_payload"),
+                                     overrides=user_paths.inference_case())
+            snapshot("inference/payload")
+
+        def torch_cli() -> None:
+            cli_out = Path("pytorch/inference_torch_cli")
+            code = torch_inference.main(["--model_path", str(bundle), "--test_data", str(test_file), "--output_dir",
+                                         str(cli_out), "--seed", str(scenario.data.seed), "--accelerator", "cpu",
+                                         "--quiet"])
+            if code != 0:
+                raise RuntimeError(f"python -m ptycho_torch.inference exited with status {code}")
+            with np.load(cli_out / "reconstruction.npz", allow_pickle=False) as npz:
+                out["torch_cli/stitched"] = np.asarray(npz["object"])
+
+        _route("load_inference_bundle_torch", api, errors)
+        _route("create_inference_payload", payload, errors)
+        _route("ptycho_inference", lambda: out.update({"cli/stitched": self._inference_cli(
+            bundle, test_file, Path("pytorch/inference_cli"), scenario.data.seed)}), errors)
+        _route("python -m ptycho_torch.inference", torch_cli, errors)
+        return _routes_done(out, errors)
 
 
 # --------------------------------------------------------------------------- NumPy reference
@@ -744,6 +762,28 @@ class ReferenceAdapter(Adapter):
         raise NotImplementedError("the NumPy reference has no optimiser, bundle or workflow")
 
     train_steps = save_bundle = load_bundle = e2e = _unsupported
+
+
+class RoutesFailed(RuntimeError):
+    """Some inference entry points failed; ``arrays`` holds what the others recorded."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], errors: Mapping[str, Exception]) -> None:
+        super().__init__("; ".join(f"{route}: {type(e).__name__}: {e}" for route, e in errors.items()))
+        self.arrays = arrays
+
+
+def _route(name: str, fn: Callable[[], None], errors: dict[str, Exception]) -> None:
+    """Run one inference entry point; a failure is collected (the other entry points still run)."""
+    try:
+        fn()
+    except Exception as exc:  # every entry point is judged, whichever fails
+        errors[name] = exc
+
+
+def _routes_done(out: dict[str, np.ndarray], errors: Mapping[str, Exception]) -> dict[str, np.ndarray]:
+    if errors:
+        raise RoutesFailed(out, errors) from next(iter(errors.values()))
+    return out
 
 
 def _bundle_canonical(bundle_dir: Path, scenario: Scenario) -> dict[str, np.ndarray]:

@@ -669,7 +669,8 @@ def judge_scenario(run_dir: Path, scenario: Scenario, stages: Sequence[str]) -> 
         if messages:
             # A bundle the reader refuses is still laid out on disk: judge it, so the diagnosis names the
             # structural check (backend tag, members, manifest keys) and not only the refusal.
-            checks = _checks(stage, scenario, run_dir, sides, ctx) if stage == "bundle_layout" else []
+            # So is an inference stage where some entry points failed: the others' checks name what differs.
+            checks = _checks(stage, scenario, run_dir, sides, ctx) if stage in ("bundle_layout", "inference") else []
             verdicts.append(Verdict(sid, stage, "error", checks, f"{sid} / {stage}: " + " | ".join(messages),
                                     seconds, repro, stderr_tail="\n".join(tails) or None))
             continue

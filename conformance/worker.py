@@ -56,7 +56,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from conformance.backends import WORKFLOW_BUNDLE_DIR, Adapter, WorkflowResult, make_adapter, prepare_process
+from conformance.backends import (
+    WORKFLOW_BUNDLE_DIR,
+    Adapter,
+    RoutesFailed,
+    WorkflowResult,
+    make_adapter,
+    prepare_process,
+)
 from conformance.inputs import INPUTS_NAME, OP_SIGNATURES, SCENARIO_NAME, Inputs, read_inputs, write_inputs
 from conformance.record import encode_params_cfg, load_record, write_npz, write_record
 from conformance.scenarios import BACKENDS, PHASE_STAGES, PHASES, REFERENCE, SIDES, Scenario, stage_closure
@@ -407,7 +414,13 @@ def _consume(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
 
     if "inference" in stages:
         with rec.stage("inference"):
-            for key, value in adapter.inference(sc, run_dir, inputs.test_file, rec.snapshot).items():
+            try:
+                arrays = adapter.inference(sc, run_dir, inputs.test_file, rec.snapshot)
+            except RoutesFailed as failed:  # record what the other entry points produced, then fail the stage
+                for key, value in failed.arrays.items():
+                    rec.put("inference", key, value)
+                raise
+            for key, value in arrays.items():
                 rec.put("inference", key, value)
 
     if "params_cfg" in stages:
