@@ -744,10 +744,13 @@ class ReferenceAdapter(Adapter):
                                          subsample_seed=scenario.data.seed, neighbor_count=int(snap["neighbor_count"]),
                                          backend=backend)
             cli = create_ptycho_data_container(raw, cli_config)
-            out[f"{backend}/cli_stitched"] = stitch(objects(cli), cli.global_offsets,
-                                                    stitch_crop(scenario.data.N))[2][..., 0]
+            # the API route's groups again when the CLI groups the same way (one forward, not two)
+            same = len(cli) == len(container) and np.array_equal(cli.nn_indices, container.nn_indices)
+            cli_obj = obj if same else objects(cli)
+            crop = stitch_crop(scenario.data.N)
+            out[f"{backend}/cli_stitched"] = stitch(cli_obj, cli.global_offsets, crop)[2][..., 0]
             if backend == "pytorch":  # python -m ptycho_torch.inference: the same grouping, --M default 20
-                out[f"{backend}/torch_cli_stitched"] = stitch(objects(cli), cli.global_offsets, 20)[2][..., 0]
+                out[f"{backend}/torch_cli_stitched"] = stitch(cli_obj, cli.global_offsets, 20)[2][..., 0]
                 network = read_bundle(bundle).manifest["network"]
                 model = ModelConfig(**{k: network[k] for k in ("N", "gridsize", "n_filters_scale", "object_big",
                                                                "probe_big", "pad_object", "amp_activation")})

@@ -29,6 +29,12 @@ Phase ``produce`` (stages in this order; ``params.cfg`` snapshots in brackets):
 * ``bundle_layout``: the bundle's member tree, manifest, backend tag and canonical weight
   names/shapes/dtypes (:func:`bundle_layout`);
 * ``e2e``: ``e2e/amplitude``, ``e2e/phase`` (stitched ``[S, S]``), ``e2e/loss_history``;
+* ``data``: ``data/{train/e0,train/e1,val,infer}/{x_scaled,positions,sizes}``, the batches the side's own
+  data pipeline yields (the reference: the core's grouping and batch plan);
+* ``workflow``: one run of the backend's own training workflow (shared with ``e2e``) [``workflow/saved``]:
+  ``workflow/{train_loss,val_loss,lr}`` per epoch, ``workflow/weights/<name>``, values ``trainable``; the
+  bundle in ``RUN/<sid>/<side>/workflow_bundle/``;
+* ``config``: every config door of the side [``config/<door>``];
 * ``params_cfg``: the snapshots above (stage values list the points).
 
 Phase ``consume`` (a fresh process): ``save_load`` loads the side's own bundle [``after_load``]
@@ -36,6 +42,9 @@ and runs the forward (``save_load/<key>``, with ``save_load/saver/<key>`` copied
 ``transplant`` loads the peer's trained weights in memory (``transplant/memory/<key>``) and
 through the ``canonical_weights.h5`` member of the peer's bundle (``transplant/file/<key>``);
 the reference computes ``transplant/<backend>/<key>`` for each backend's trained weights.
+``inference`` reloads the workflow's bundle through the backend's inference entry points
+(``inference/{api,cli,torch_cli}/...`` [``inference/loaded``, ``inference/payload``]); the reference
+computes ``inference/<backend>/...`` from each bundle's canonical weights.
 """
 
 from __future__ import annotations
