@@ -131,6 +131,25 @@ def test_inference_payload_takes_the_architecture_from_the_bundle(trained_gs2, s
         create_inference_payload(tmp_path, sim_npz, tmp_path)
 
 
+def test_inference_payload_groups_with_the_bundles_neighbour_count(trained_gs2, sim_npz, tmp_path, monkeypatch):
+    """InferenceConfig's default K = 4 cannot form a gridsize-3 group (8 neighbours); the training K can."""
+    from ptycho_torch import config_factory
+
+    out, _results, _snapshot = trained_gs2
+    real = config_factory.read_bundle
+
+    def trained_with_k9(*args, **kwargs):  # as if the bundle had been trained with neighbor_count=9
+        bundle = real(*args, **kwargs)
+        bundle.params["neighbor_count"] = 9
+        return bundle
+
+    monkeypatch.setattr(config_factory, "read_bundle", trained_with_k9)
+    payload = create_inference_payload(out, sim_npz, tmp_path)
+    assert payload.tf_inference_config.neighbor_count == 9 == params.cfg["neighbor_count"]
+    payload = create_inference_payload(out, sim_npz, tmp_path, {"neighbor_count": 5})
+    assert payload.tf_inference_config.neighbor_count == 5  # an explicit override still wins
+
+
 def test_inference_payload_refuses_a_tensorflow_bundle(sim_npz, tmp_path, trained_gs2):
     import json
     import zipfile
