@@ -262,6 +262,9 @@ def write_bundle(
     pad_object, amp_activation) and ``physics`` the settings of
     :data:`PHYSICS_MANIFEST_KEYS` (canvas size ``P`` in pixels, probe disk mask on/off,
     exit-wave smoothing sigma), so a loader can rebuild the model without reading anything else.
+    The snapshot's network keys (``N``, ``gridsize``, ``n_filters_scale``, ``object.big``, ...;
+    :data:`ptycho.bundle_schema.NETWORK_PARAM_KEYS`) are set from ``network``, which a loader
+    requires them to equal.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is invalid: expected one of {BACKENDS}")
@@ -270,8 +273,14 @@ def write_bundle(
     if set(physics) != set(PHYSICS_MANIFEST_KEYS):
         raise ValueError(f"physics must have exactly the keys {PHYSICS_MANIFEST_KEYS}, got {sorted(physics)}")
     allowed = PAYLOAD_MEMBERS[backend]
+    # the saved network is the truth: a params snapshot taken from a stale params.cfg (another N or
+    # gridsize than the model's) would otherwise make the bundle inconsistent, and it is refused on load
+    snapshot = dict(params_snapshot)
+    for key, net_key in bundle_schema.NETWORK_PARAM_KEYS.items():
+        if net_key in network and key in snapshot:
+            snapshot[key] = network[net_key]
     members: dict[str, bytes] = {
-        "params.json": encode_params(params_snapshot),
+        "params.json": encode_params(snapshot),
         "canonical_weights.h5": bytes(canonical_weights),
     }
     for model in MODEL_NAMES:

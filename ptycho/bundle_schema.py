@@ -44,6 +44,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_N_FILTERS_SCALE",
     "MAX_PARAMETER_BYTES",
+    "NETWORK_PARAM_KEYS",
     "NDARRAY_DTYPES",
     "PARAMS_SCHEMA",
     "check_params",
@@ -351,8 +352,8 @@ def decode_ndarray(spec: Mapping[str, Any], member: str, field: str, file: str |
 
 
 # --------------------------------------------------------------------------- cross-checks
-#: params.json keys that must equal the manifest's network entry when present.
-_NETWORK_PARAMS: dict[str, str] = {
+#: params.json keys that must equal the manifest's network entry when present (params key -> network key).
+NETWORK_PARAM_KEYS: dict[str, str] = {
     "N": "N",
     "gridsize": "gridsize",
     "n_filters_scale": "n_filters_scale",
@@ -381,7 +382,7 @@ def check_params(params: Mapping[str, Any], manifest: Mapping[str, Any], file: s
             raise BundleSchemaError(f"{_short(exc.value)} is invalid: expected {exc.allowed}", file=file,
                                     member="params.json", field=f"params.{key}", fix=_FIX) from None
     network = manifest["network"]
-    for key, net_key in _NETWORK_PARAMS.items():
+    for key, net_key in NETWORK_PARAM_KEYS.items():
         if key in params and params[key] is not None and params[key] != network[net_key]:
             raise BundleInconsistentError(
                 f"{key}={_short(params[key])} contradicts the manifest's network.{net_key}={network[net_key]!r}",
