@@ -39,7 +39,7 @@ from zlib import error as zlib_error
 import numpy as np
 
 from ptycho import bundle_schema
-from ptycho.atomic import atomic_path
+from ptycho.atomic import atomic_path, remove_stale_temps
 from ptycho.errors import (
     BundleBackendMismatchError,
     BundleFormatError,
@@ -467,6 +467,7 @@ def read_bundle(location: str | PathLike, *, expected_backend: str | None = None
     manifest's.
     """
     path = bundle_path(location)
+    remove_stale_temps(path)  # leftovers of saves killed mid-write (never a live concurrent save's)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no model bundle here. Fix: pass the directory that holds {BUNDLE_FILENAME}")
     if not path.is_file() or not zipfile.is_zipfile(path):
