@@ -118,8 +118,9 @@ def load_inference_bundle_with_backend(
     """``update_legacy_dict(params.cfg, config)``, then load ``{bundle_dir}/wts.h5.zip`` with ``config.backend``.
 
     The bundle's params snapshot is then restored into ``params.cfg`` (it wins over the
-    config).  When loading fails, ``params.cfg`` is restored to what it was before the call.  Returns ``(model, params_dict)``: TensorFlow's ``diffraction_to_obj`` Keras
-    model, or the PyTorch module named ``model_name``.
+    config).  When loading fails, ``params.cfg`` is restored to what it was before the call.
+    Returns ``(model, params_dict)``: TensorFlow's ``diffraction_to_obj`` Keras model, or the
+    PyTorch module named ``model_name``.
     """
     before = params.snapshot()
     try:
