@@ -316,3 +316,22 @@ def test_inner_zip_bounds():
                         total=2000)
     with pytest.raises(UnsafeBundleError, match="unexpected inner member"):
         check_inner_zip(buf.getvalue(), member="m/model.keras", limits={"config.json": 10**6}, total=10**7)
+
+
+def test_spec_validation_table_names_existing_tests():
+    """Every test named in specs/bundle.md exists; every test in this file has a row there."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    spec = (root / "specs" / "bundle.md").read_text()
+    named = set(re.findall(r"`(?:tests/((?:\w+/)*test_\w+)\.py::)?(test_\w+)`", spec))
+    assert named
+    for module, test in named:
+        source = (root / "tests" / f"{module or 'test_bundle_untrusted'}.py").read_text()
+        assert f"def {test}(" in source, f"specs/bundle.md names missing test {module}::{test}"
+    listed = {test for _, test in named}
+    here = {n for n in globals() if n.startswith("test_") and n != "test_spec_validation_table_names_existing_tests"}
+    missing = here - listed - {"test_a_valid_bundle_still_round_trips", "test_plain_canonical_file_still_reads",
+                               "test_writer_aligns_a_stale_snapshot_with_the_saved_network",
+                               "test_a_temp_newer_than_the_running_save_is_kept"}
+    assert not missing, f"tests without a row in specs/bundle.md: {sorted(missing)}"
