@@ -55,11 +55,11 @@ def _torch_bundle(out: Path) -> tuple[bytes, dict[str, np.ndarray]]:
 
 def _tf_bundle(out: Path) -> tuple[bytes, dict[str, np.ndarray]]:
     pytest.importorskip("tensorflow")
-    from ptycho import model_manager
     from ptycho.canonical_weights import init_canonical_weights
-    from ptycho.model import build_models
     from ptycho.network_spec import build_network_spec
     from ptycho.reference.physics import default_probe, normalize_probe
+    from ptycho_tf import model_manager
+    from ptycho_tf.model import build_models
 
     spec = build_network_spec(32, 1, n_filters_scale=1)
     probe = normalize_probe(default_probe(32), 4.0)
@@ -81,7 +81,7 @@ def _load_torch(path: Path) -> dict[str, np.ndarray]:
 
 
 def _load_tf(path: Path) -> dict[str, np.ndarray]:
-    from ptycho import model_manager
+    from ptycho_tf import model_manager
 
     models, _ = model_manager.load_models(path)
     return models.canonical_weights()

@@ -37,9 +37,9 @@ if backend == "pytorch":
     model = create_torch_model_with_gridsize(1, 32, seed=5)
     save = lambda: save_torch_bundle({"autoencoder": model}, target)
 else:
-    from ptycho import model_manager
+    from ptycho_tf import model_manager
     from ptycho.canonical_weights import init_canonical_weights
-    from ptycho.model import build_models
+    from ptycho_tf.model import build_models
     from ptycho.network_spec import build_network_spec
     from ptycho.reference.physics import default_probe, normalize_probe
     spec = build_network_spec(32, 1, n_filters_scale=1)
@@ -62,7 +62,7 @@ def _load(backend: str, target: Path) -> None:
 
             load_torch_bundle(target)
         else:
-            from ptycho import model_manager
+            from ptycho_tf import model_manager
 
             model_manager.load_models(target)
 

@@ -16,12 +16,13 @@ import h5py
 import numpy as np
 import pytest
 
-from ptycho import model_manager, params
+from ptycho import params
 from ptycho.canonical_weights import init_canonical_weights
 from ptycho.errors import BundleInconsistentError, UnsafeBundleError
-from ptycho.model import build_models
 from ptycho.network_spec import build_network_spec
 from ptycho.reference.physics import default_probe, normalize_probe
+from ptycho_tf import model_manager
+from ptycho_tf.model import build_models
 
 
 @pytest.fixture(scope="module")
