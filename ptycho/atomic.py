@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -56,11 +57,11 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temps(path: str | PathLike, *, older_than: float | None = None) -> list[Path]:
     """Remove temporary files of crashed writes of ``path``; return those removed.
 
-    Only files in ``path``'s directory named ``.<name>.<pid>.<random>.tmp`` (as :func:`atomic_path`
-    names them) are candidates; one is removed when its pid is not a running process (or is this
-    process but the file is not one of its live writes) and its modification time is before
-    ``older_than`` (default: now).  Errors (a read-only directory, a file removed concurrently)
-    are ignored.
+    Only files and directories in ``path``'s directory named ``.<name>.<pid>.<random>.tmp`` (as
+    :func:`atomic_path` and :func:`atomic_temp_dir` name them) are candidates; one is removed when
+    its pid is not a running process (or is this process but the file is not one of its live
+    writes) and its modification time is before ``older_than`` (default: now).  Errors (a read-only
+    directory, a file removed concurrently) are ignored.
     """
     target = Path(path)
     pattern = _temp_pattern(target)
@@ -80,10 +81,35 @@ def remove_stale_temps(path: str | PathLike, *, older_than: float | None = None)
         if live_here or (pid != os.getpid() and _pid_alive(pid)):
             continue
         with contextlib.suppress(OSError):
-            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            removed.append(Path(entry.path))
     return removed
+
+
+@contextlib.contextmanager
+def atomic_temp_dir(path: str | PathLike) -> Iterator[Path]:
+    """A scratch directory next to ``path``, named like :func:`atomic_path`'s temporary files.
+
+    For libraries that insist on writing temporary files while a file for ``path`` is being
+    produced (Keras' archive writer): pointed here, whatever they leave behind when the process
+    is killed is recognised (dead pid) and removed by the next save or load, like a temporary
+    file.  Removed with its contents when the block exits.
+    """
+    target = Path(path)
+    tmp = tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    with _LIVE_LOCK:
+        _LIVE.add(tmp)
+    try:
+        yield Path(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with _LIVE_LOCK:
+            _LIVE.discard(tmp)
 
 
 @contextlib.contextmanager

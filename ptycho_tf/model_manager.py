@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import io
 import math
+import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import h5py
 import keras
@@ -37,6 +39,7 @@ import tensorflow as tf
 from keras.src.saving import saving_lib
 
 from ptycho import bundle, bundle_schema, params
+from ptycho.atomic import atomic_temp_dir
 from ptycho.canonical_weights import canonical_weights_from_bytes, canonical_weights_to_bytes
 from ptycho.container_safety import check_inner_zip, check_plain_hdf5
 from ptycho.errors import (
@@ -122,14 +125,18 @@ def spec_from_keras_model(model: keras.Model) -> NetworkSpec:
 _KERAS_SMALL_MEMBERS = {"metadata.json": 64 << 10, "config.json": bundle_schema.MAX_JSON_BYTES["config.json"]}
 
 
-def _keras_bytes(model: keras.Model) -> bytes:
+def _keras_bytes(model: keras.Model, scratch: Path) -> bytes:
     """The bytes of a Keras 3 ``.keras`` archive of ``model``, written in memory.
 
-    ``saving_lib.save_model`` with a file object writes the archive (weights included) into it
-    without any temporary file or directory, so a process killed mid-save leaves nothing behind.
+    ``saving_lib.save_model`` with a file object writes the archive (weights included) into the
+    buffer; the only thing it still puts on disk is the (empty) assets directory of its
+    ``DiskIOStore``, which it would create with ``tempfile.mkdtemp()``.  It is created inside
+    ``scratch`` instead (an :func:`ptycho.atomic.atomic_temp_dir` next to the bundle), so a
+    process killed mid-save leaves nothing that the next save or load does not remove.
     """
     buf = io.BytesIO()
-    saving_lib.save_model(model, buf)
+    with mock.patch.object(saving_lib, "get_temp_dir", lambda: tempfile.mkdtemp(dir=scratch)):
+        saving_lib.save_model(model, buf)
     return buf.getvalue()
 
 
@@ -218,7 +225,10 @@ def save_models(
     """
     spec = models.spec
     weights = models.canonical_weights()
-    payloads = {name: {KERAS_PAYLOAD: _keras_bytes(model)} for name, model in models.as_dict().items()}
+    target = bundle.bundle_path(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_temp_dir(target) as scratch:
+        payloads = {name: {KERAS_PAYLOAD: _keras_bytes(model, scratch)} for name, model in models.as_dict().items()}
     snapshot = _params_snapshot(models, params_snapshot)
     log_scale = float(weights["intensity_scale.log_scale"])
     return bundle.write_bundle(

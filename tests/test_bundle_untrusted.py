@@ -24,7 +24,7 @@ import pytest
 
 from ptycho import bundle as bd
 from ptycho import bundle_schema as bs
-from ptycho.atomic import atomic_path, remove_stale_temps
+from ptycho.atomic import atomic_path, atomic_temp_dir, remove_stale_temps
 from ptycho.canonical_weights import canonical_weights_from_bytes, canonical_weights_to_bytes, init_canonical_weights
 from ptycho.errors import (
     BundleError,
@@ -294,6 +294,17 @@ def test_load_removes_temps_of_crashed_saves(tmp_path):
     os.utime(stale, (time.time() - 60,) * 2)
     bd.read_bundle(path)
     assert not stale.exists()
+
+
+def test_scratch_dirs_of_killed_saves_are_removed_too(tmp_path):
+    target = tmp_path / "wts.h5.zip"
+    stale = tmp_path / f".wts.h5.zip.{_dead_pid()}.k3.tmp"
+    (stale / "assets").mkdir(parents=True)
+    os.utime(stale, (time.time() - 60,) * 2)
+    with atomic_temp_dir(target) as live:
+        assert remove_stale_temps(target) == [stale]  # the live scratch dir of this process stays
+        assert live.is_dir()
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_a_temp_newer_than_the_running_save_is_kept(tmp_path):
