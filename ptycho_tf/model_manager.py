@@ -3,16 +3,20 @@
 The archive itself is written and read by the backend-neutral :mod:`ptycho.bundle`; this
 module supplies the TensorFlow payload and rebuilds the models:
 
-* ``autoencoder/model.keras`` and ``diffraction_to_obj/model.keras``: Keras 3 archives
-  (``model.save``), loaded with ``keras.saving.load_model(..., safe_mode=True,
-  compile=False)``.  Before loading, each archive's ``config.json`` is checked against an
+* ``autoencoder/model.keras`` and ``diffraction_to_obj/model.keras``: Keras 3 archives written
+  and read in memory (Keras' ``saving_lib.save_model`` / ``load_model(..., safe_mode=True,
+  compile=False)`` on a buffer; no temporary files).  Before loading, each archive's inner members
+  are bounded by the declared network, its ``config.json`` (depth-bounded) is checked against an
   allow-list of layer classes (Keras built-ins and the layers registered by
-  :mod:`ptycho_tf.layers`); a ``Lambda`` or any unknown class is refused.
+  :mod:`ptycho_tf.layers`; a ``Lambda`` or any unknown class is refused) and against the model's
+  role, and its ``model.weights.h5`` must be plain HDF5 (no external storage, virtual datasets or
+  links; :func:`ptycho.container_safety.check_plain_hdf5`).
 * ``canonical_weights.h5``: every parameter under its canonical name
   (:mod:`ptycho.canonical_weights`), so the other backend can import the weights.  On
   load it must agree bitwise with the Keras payloads.
 * ``params.json``: the ``params.cfg`` snapshot (including ``intensity_scale`` and the
-  normalised ``probe``), restored into ``params.cfg`` exactly on load.
+  normalised ``probe``), restored into ``params.cfg`` exactly on load, and only once the whole
+  bundle is accepted.
 
 Entry points: :func:`save` (Ptychodus: the models of the most recent training),
 :meth:`ModelManager.save_multiple_models` / :meth:`ModelManager.load_multiple_models`
