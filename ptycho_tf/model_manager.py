@@ -9,8 +9,8 @@ module supplies the TensorFlow payload and rebuilds the models:
   are bounded by the declared network, its ``config.json`` (depth-bounded) is checked against an
   allow-list of layer classes (Keras built-ins and the layers registered by
   :mod:`ptycho_tf.layers`; a ``Lambda`` or any unknown class is refused) and against the model's
-  role, and its ``model.weights.h5`` must be plain HDF5 (no external storage, virtual datasets or
-  links; :func:`ptycho.container_safety.check_plain_hdf5`).
+  role (judged by its outputs), and its ``model.weights.h5`` must be plain HDF5 (no external
+  storage, virtual datasets or links; :func:`ptycho.container_safety.check_plain_hdf5`).
 * ``canonical_weights.h5``: every parameter under its canonical name
   (:mod:`ptycho.canonical_weights`), so the other backend can import the weights.  On
   load it must agree bitwise with the Keras payloads.
@@ -183,11 +183,12 @@ def _check_keras_payload(data: bytes, member: str, location: Path, role: str, we
                 walk(value)
 
     walk(config)  # depth bounded by load_json
-    name = config.get("config", {}).get("name") if isinstance(config, dict) else None
-    if name != role:
+    found = _role_of(config)
+    if found != role:
         raise BundleInconsistentError(
-            f"holds the model {name!r}, but this member is the {role!r} role", file=location,
-            member=member, field="config.name", fix="re-save the bundle with ptychopinn",
+            f"holds {'a ' + repr(found) if found else 'no PtychoPINN'} model (judged by its outputs), but this "
+            f"member is the {role!r} role", file=location, member=member, field="config.output_layers",
+            fix="re-save the bundle with ptychopinn",
         )
     try:
         with h5py.File(io.BytesIO(weights), "r") as h5:
@@ -195,6 +196,16 @@ def _check_keras_payload(data: bytes, member: str, location: Path, role: str, we
     except OSError as exc:
         raise BundleFormatError(f"model.weights.h5 is not a readable HDF5 file ({exc})", file=location,
                                 member=member) from None
+
+
+def _role_of(config: Any) -> str | None:
+    """The model role a Keras ``config.json`` describes, from its outputs: the autoencoder has three
+    (object, intensity scale, predicted intensity), ``diffraction_to_obj`` one (the object)."""
+    outputs = config.get("config", {}).get("output_layers") if isinstance(config, dict) else None
+    if not isinstance(outputs, list) or not outputs:
+        return None
+    n_outputs = 1 if isinstance(outputs[0], str) else len(outputs)
+    return {3: "autoencoder", 1: "diffraction_to_obj"}.get(n_outputs)
 
 
 def _load_keras(data: bytes, member: str, location: Path) -> keras.Model:
