@@ -44,6 +44,7 @@ from ptycho import conventions
 from ptycho.atomic import atomic_path
 from ptycho.errors import DataContractError
 from ptycho.grouping import group_neighbors
+from ptycho.npz_safety import check_npz_headers
 from ptycho.reference import physics
 
 __all__ = [
@@ -548,6 +549,7 @@ class RawData:
             )
         with archive:
             keys = set(archive.files)
+            check_npz_headers(path, (*REQUIRED_KEYS, *OPTIONAL_KEYS, "diffraction"))  # before any array is read
 
             def read(key: str, required: bool) -> np.ndarray | None:
                 if key not in keys:

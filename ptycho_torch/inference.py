@@ -30,6 +30,7 @@ from ptycho_torch.cli.shared import (
     apply_deprecated_flags,
     build_execution_config_from_args,
     run_cli,
+    validate_numeric_flags,
     validate_paths,
 )
 from ptycho_torch.config_factory import create_inference_payload
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = apply_deprecated_flags(build_parser().parse_args(argv))
     start = time.perf_counter()
-    output_dir = validate_paths(None, args.test_data, args.output_dir)
+    validate_numeric_flags(args)
+    output_dir = validate_paths(None, args.test_data, args.output_dir, create=False)  # created only to write
     execution = build_execution_config_from_args(args, "inference")
     overrides = {"n_groups": args.n_groups}
     if args.seed is not None:
@@ -72,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     obj = predict_objects(models["diffraction_to_obj"], container, execution_config=payload.execution_config,
                           runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile))
     _amp, _phase, stitched = common.stitch(obj, container.global_offsets, args.M)
+    output_dir.mkdir(parents=True, exist_ok=True)
     written = common.save_reconstruction(output_dir, stitched, metadata={"M": args.M, "n_groups": len(container)})
     if not args.quiet:
         print(f"reconstructed {len(container)} group(s) in {time.perf_counter() - start:.1f} s; "

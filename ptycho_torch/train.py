@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
+from ptycho.cli._common import fit_batch_size
 from ptycho.raw_data import RawData
 from ptycho.training_plan import SCHEDULERS
 from ptycho.workflows import common
@@ -30,6 +31,7 @@ from ptycho_torch.cli.shared import (
     apply_deprecated_flags,
     build_execution_config_from_args,
     run_cli,
+    validate_numeric_flags,
     validate_paths,
 )
 from ptycho_torch.config_factory import create_training_payload
@@ -104,11 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = apply_deprecated_flags(build_parser().parse_args(argv))
     start = time.perf_counter()
-    output_dir = validate_paths(args.train_data_file, args.test_data_file, args.output_dir)
-    execution = build_execution_config_from_args(args, "training")
-    payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
+    validate_numeric_flags(args)
+    validate_paths(args.train_data_file, args.test_data_file, args.output_dir, create=False)
     train = RawData.from_file(args.train_data_file)
     test = RawData.from_file(args.test_data_file) if args.test_data_file else None
+    n_groups = args.n_groups if args.n_groups is not None else 512
+    args.batch_size = fit_batch_size("python -m ptycho_torch.train", args.batch_size,
+                                     min(n_groups, len(train.xcoords)))
+    output_dir = validate_paths(None, None, args.output_dir)
+    execution = build_execution_config_from_args(args, "training")
+    payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
     _amp, _phase, results = run_cdi_example_torch(
         train, test, payload.tf_training_config, execution_config=payload.execution_config,
         runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,

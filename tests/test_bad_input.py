@@ -103,6 +103,49 @@ def test_pickled_object_array_for_required_key(tmp_path):
     check(exc, "probeGuess", "re-save 'probeGuess' as a plain numeric array", path)
 
 
+def _npz_with_header(path: Path, key: str, shape: tuple, descr: str = "<f4", data_bytes: int = 64) -> Path:
+    """An NPZ of valid arrays whose ``key`` member has a hand-written .npy header declaring ``shape``."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    write_npz(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    members[f"{key}.npy"] = buf.getvalue() + b"\0" * data_bytes
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_npz_header_declaring_a_huge_array(tmp_path):
+    path = _npz_with_header(tmp_path / "huge.npz", "diff3d", (10**12, 256, 256))
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "diff3d", "re-save the array with np.savez", path)
+    assert "more than this machine's memory" in str(exc.value)
+
+
+def test_npz_header_shape_not_matching_the_stored_bytes(tmp_path):
+    path = _npz_with_header(tmp_path / "edited.npz", "diff3d", (10**5, N, N))
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "diff3d", "re-save the array with np.savez", path)
+    assert "corrupt or edited header" in str(exc.value)
+
+
+def test_npz_header_with_a_non_numeric_dtype(tmp_path):
+    path = _npz_with_header(tmp_path / "void.npz", "xcoords", (M,), descr="|V8", data_bytes=8 * M)
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "xcoords", "re-save the array with np.savez", path)
+    assert "not a plain numeric array" in str(exc.value)
+
+
 # --------------------------------------------------------------------------- coordinates
 
 

@@ -18,7 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ptycho.cli._common import add_common_arguments, require_file, resolve_n_groups, run_main, stitch_crop
+from ptycho.cli._common import (
+    add_common_arguments,
+    fit_batch_size,
+    require_file,
+    resolve_n_groups,
+    run_main,
+    stitch_crop,
+)
 
 PROG = "ptycho_inference"
 
@@ -73,7 +80,9 @@ def _run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=N, gridsize=gridsize),
                                  neighbor_count=neighbor_count)
     container = common.create_ptycho_data_container(raw, config)
-    objects = backend_module(args.backend).predict_objects(model, container, args.batch_size)
+    batch_size = None if args.batch_size is None else fit_batch_size(PROG, args.batch_size, len(container),
+                                                                      power_of_two=False)
+    objects = backend_module(args.backend).predict_objects(model, container, batch_size)
     _amp, _phase, stitched = common.stitch(objects, container.global_offsets, stitch_crop(N))
     out = Path(args.output_dir)
     written = common.save_reconstruction(out, stitched)

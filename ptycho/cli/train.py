@@ -21,7 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ptycho.cli._common import add_common_arguments, require_file, resolve_n_groups, run_main, stitch_crop
+from ptycho.cli._common import (
+    add_common_arguments,
+    fit_batch_size,
+    require_file,
+    resolve_n_groups,
+    run_main,
+    stitch_crop,
+)
 
 PROG = "ptycho_train"
 #: Per-epoch series written to history.csv when the backend reports them (the plot shows the first two).
@@ -120,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     train, test = _load_data(args, out)
     gridsize = 1 if args.gridsize is None else args.gridsize
     extra = {} if n_groups is None else {"n_groups": n_groups}
+    args.batch_size = fit_batch_size(PROG, args.batch_size, min(n_groups or len(train.xcoords), len(train.xcoords)))
     config = TrainingConfig(
         model=ModelConfig(N=train.N, gridsize=gridsize, n_filters_scale=args.n_filters_scale),
         train_data_file=args.train_data_file,
