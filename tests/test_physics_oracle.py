@@ -13,8 +13,8 @@ NumPy only:
    the workflows do, ``reference.physics.forward_physics``) is lowest for the true object
    and higher for every transformed variant.
 
-The probe is deliberately asymmetric (no transpose, point or conjugate symmetry) so
-that each variant is distinguishable.  The independent-engine check (pty-chi) is in
+The probe (the ``asymmetric_probe`` fixture) is deliberately asymmetric (no transpose,
+point or conjugate symmetry), so that each variant is distinguishable.  The independent-engine check (pty-chi) is in
 ``tests/test_classical_oracle.py`` (slow tier).
 """
 
@@ -28,22 +28,10 @@ from ptycho import probe as probe_mod
 from ptycho.config.config import ModelConfig, TrainingConfig
 from ptycho.raw_data import RawData
 from ptycho.reference import physics
-from ptycho.simulation import make_object, make_probe, make_scan, simulate_diffraction, substream
+from ptycho.simulation import make_object, make_scan, simulate_diffraction, substream
 from ptycho.workflows import common
 
 N = 32
-
-
-def asymmetric_probe(n: int = N) -> np.ndarray:
-    """The simulator's probe with a phase ramp and an amplitude tilt: complex64 ``[n, n]``.
-
-    ``P(r) != P(-r)``, ``P != P.T`` and ``P`` is far from real, so a flipped, transposed or
-    conjugated convention changes the diffraction.
-    """
-    r = np.arange(n) - n // 2
-    yy, xx = np.meshgrid(r, r, indexing="ij")
-    ramp = np.exp(2j * np.pi * (0.06 * xx + 0.02 * yy)) * (1.0 + 0.4 * xx / n + 0.1 * yy / n)
-    return (make_probe(n) * ramp).astype(np.complex64)
 
 
 def _object_and_scan(M: int = 64, size: int = 80, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -66,10 +54,10 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def test_simulator_equals_the_textbook_far_field_model_and_no_transformed_one():
+def test_simulator_equals_the_textbook_far_field_model_and_no_transformed_one(asymmetric_probe):
     obj, xy = _object_and_scan()
     xy_int = np.rint(xy)
-    P = asymmetric_probe()
+    P = asymmetric_probe
     data = simulate_diffraction(obj, P, xy_int, nphotons=None).diff3d.astype(np.float64)
     assert _rel(data, textbook_amplitude(obj, P, xy_int)) < 1e-5
 
@@ -100,9 +88,9 @@ def _container(obj: np.ndarray, P: np.ndarray, xy: np.ndarray, nphotons: float, 
 
 
 @pytest.mark.parametrize("gridsize", [1, 2])
-def test_model_loss_is_lowest_at_the_true_object(gridsize):
+def test_model_loss_is_lowest_at_the_true_object(gridsize, asymmetric_probe):
     obj, xy = _object_and_scan()
-    P = asymmetric_probe()
+    P = asymmetric_probe
     container, config = _container(obj, P, xy, 1e7, gridsize)
     params.cfg["probe_scale"] = config.model.probe_scale
     probe = probe_mod.set_probe_guess(None, container.probe)[..., 0]  # what the workflows give the model
