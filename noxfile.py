@@ -57,6 +57,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_grouping.py", *session.posargs)
     session.run("python", "benchmarks/bench_step_time.py")
     session.run("python", "benchmarks/bench_tf_training.py", "--epochs", "3", "--n_positions", "128")
+    # PINN (train on scan A, infer on held-out scan B) beside pty-chi LSQML reconstructing B: the README table.
+    session.install("-e", ".[all,oracle]")
+    session.install("--no-deps", PTYCHI)
+    session.run("python", "benchmarks/bench_pinn_vs_classical.py", "--threads", "1")
 
 
 @nox.session(python=PYTHON)
