@@ -68,27 +68,41 @@ class _TorchvisionUnavailableBlur:
         )
 
 
-def _ensure_torchvision_transforms() -> None:
+def _drop_torchvision_modules() -> None:
+    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+        del sys.modules[name]
+
+
+def _stand_in_torchvision() -> bool:
+    """Put a stand-in ``torchvision.transforms`` in ``sys.modules`` unless the real one imports; True if placed."""
     try:
         importlib.import_module("torchvision.transforms")
-        return
-    except Exception:  # noqa: BLE001 - a broken CUDA-only torchvision raises RuntimeError, not ImportError
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
+        return False
+    except Exception:  # noqa: BLE001 - a CUDA-only torchvision beside a CPU torch raises RuntimeError
+        _drop_torchvision_modules()
     tv = types.ModuleType("torchvision")
     tr = types.ModuleType("torchvision.transforms")
     tr.GaussianBlur = _TorchvisionUnavailableBlur  # type: ignore[attr-defined]
     tv.transforms = tr  # type: ignore[attr-defined]
-    tv.__version__ = "0+unavailable"  # type: ignore[attr-defined]
     sys.modules["torchvision"] = tv
     sys.modules["torchvision.transforms"] = tr
+    return True
 
 
 def import_ptychi() -> Any:
-    """Import and return ``ptychi.api`` (raises ``ImportError`` when pty-chi is not installed)."""
+    """Import and return ``ptychi.api`` (raises ``ImportError`` when pty-chi is not installed).
+
+    The stand-in torchvision lives in ``sys.modules`` only while pty-chi is imported (its
+    ``ptychi.utils`` binds ``GaussianBlur`` at import); it is removed afterwards, so other
+    libraries in the process (lightning, torchmetrics) still see torchvision as absent.
+    """
     importlib.import_module("ptychi")  # ImportError here: not installed
-    _ensure_torchvision_transforms()
-    return importlib.import_module("ptychi.api")
+    placed = _stand_in_torchvision()
+    try:
+        return importlib.import_module("ptychi.api")
+    finally:
+        if placed:
+            _drop_torchvision_modules()
 
 
 def ptychi_positions(xy: np.ndarray, object_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
