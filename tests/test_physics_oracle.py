@@ -14,8 +14,9 @@ NumPy only:
    and higher for every transformed variant.
 
 The probe (the ``asymmetric_probe`` fixture) is deliberately asymmetric (no transpose,
-point or conjugate symmetry), so that each variant is distinguishable.  The independent-engine check (pty-chi) is in
-``tests/test_classical_oracle.py`` (slow tier).
+point or conjugate symmetry), so that each variant is distinguishable.  The
+independent-engine check (pty-chi) is in ``tests/test_classical_oracle.py`` (slow tier);
+the measurements behind both are in ``specs/physics.md`` §21.
 """
 
 from __future__ import annotations
