@@ -23,6 +23,9 @@ nox.options.sessions = ["lint", "tests", "parity"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
+#: The classical engine of the slow-tier oracle and of the PINN-vs-classical benchmark, installed
+#: without its dependencies (its torchvision requirement; pyproject.toml's ``oracle`` extra has the rest).
+PTYCHI = "ptychi==2.2.0"
 
 
 @nox.session(python=PYTHON)
@@ -34,8 +37,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def slow(session: nox.Session) -> None:
-    """Run the tests marked ``slow``."""
-    session.install("-e", ".[all,test]")
+    """Run the tests marked ``slow`` (including the pty-chi oracle)."""
+    session.install("-e", ".[all,test,oracle]")
+    session.install("--no-deps", PTYCHI)
     session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
 
 
@@ -53,6 +57,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_grouping.py", *session.posargs)
     session.run("python", "benchmarks/bench_step_time.py")
     session.run("python", "benchmarks/bench_tf_training.py", "--epochs", "3", "--n_positions", "128")
+    # PINN (train on scan A, infer on held-out scan B) beside pty-chi LSQML reconstructing B: the README table.
+    session.install("-e", ".[all,oracle]")
+    session.install("--no-deps", PTYCHI)
+    session.run("python", "benchmarks/bench_pinn_vs_classical.py", "--threads", "1")
 
 
 @nox.session(python=PYTHON)
