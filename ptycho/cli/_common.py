@@ -41,6 +41,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of grouping, initial weights and batch order (default 0)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_units_argument(parser)
+
+
+def add_units_argument(parser: argparse.ArgumentParser) -> None:
+    """``--diff3d_units``: what the data files' diffraction holds (``RawData`` ``diffraction_is``)."""
+    parser.add_argument(
+        "--diff3d_units", choices=("auto", "amplitude", "intensity"), default="auto",
+        help="what diff3d holds: 'intensity' (photon counts, converted with sqrt) or 'amplitude'; 'auto' "
+        "(default) reads integer data and CXI/HDF5 frames as counts, the NPZ key diff3d_units otherwise",
+    )
 
 
 def resolve_n_groups(args: argparse.Namespace) -> int | None:

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Reconstruct a dataset with a trained wts.h5.zip.")
     add_common_arguments(parser)
     parser.add_argument("--model_path", type=Path, help="directory holding wts.h5.zip (or the zip itself)")
-    parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path, help="NPZ to reconstruct")
+    parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path,
+                        help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
     parser.add_argument("--batch_size", type=int, default=None, help="prediction batch size (default 32)")
     return parser
 
@@ -51,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     from ptycho.workflows import common
     from ptycho.workflows.backend_selector import backend_module, load_inference_bundle_with_backend
 
-    raw = RawData.from_file(test_file)
+    raw = RawData.from_file(test_file, diffraction_is=args.diff3d_units)
     config = InferenceConfig(
         model=ModelConfig(N=0, gridsize=args.gridsize or 1),
         model_path=args.model_path,

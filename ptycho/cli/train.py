@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Train PtychoPINN and save wts.h5.zip.")
     add_common_arguments(parser)
     data = parser.add_argument_group("data")
-    data.add_argument("--train_data_file", type=Path, help="training NPZ (data contract, specs/data.md)")
-    data.add_argument("--test_data_file", type=Path, help="test NPZ to reconstruct after training (optional)")
+    data.add_argument("--train_data_file", type=Path,
+                      help="training data: NPZ (data contract, specs/data.md), CXI or Ptychodus HDF5")
+    data.add_argument("--test_data_file", type=Path, help="test data to reconstruct after training (optional)")
     data.add_argument(
         "--simulate", action="store_true",
         help="train on built-in simulated data (ptycho.simulate) when no --train_data_file is given",
@@ -55,7 +56,8 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     from ptycho.raw_data import RawData
 
     if args.train_data_file is not None:
-        train = RawData.from_file(require_file(args.train_data_file, "--train_data_file"))
+        train = RawData.from_file(require_file(args.train_data_file, "--train_data_file"),
+                                  diffraction_is=args.diff3d_units)
     elif args.simulate:
         from ptycho.simulate import simulate_dataset
 
@@ -67,7 +69,8 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     else:
         raise ValueError("give --train_data_file, or --simulate to train on built-in simulated data")
     if args.test_data_file is not None:
-        test = RawData.from_file(require_file(args.test_data_file, "--test_data_file"))
+        test = RawData.from_file(require_file(args.test_data_file, "--test_data_file"),
+                                 diffraction_is=args.diff3d_units)
     else:
         test = train if args.simulate and args.train_data_file is None else None
     return train, test

@@ -43,7 +43,7 @@ def subsample(data: RawData, n_subsample: int | None, seed: int) -> RawData:
         data.xcoords[keep], data.ycoords[keep], data.xcoords_start[keep], data.ycoords_start[keep],
         data.diff3d[keep], data.probeGuess, data.scan_index[keep], objectGuess=data.objectGuess,
         Y=None if data.Y is None else data.Y[keep], metadata=getattr(data, "metadata", None),
-        diffraction_is="amplitude", source=data.source,
+        diffraction_is="amplitude", bad_pixels=data.bad_pixels, source=data.source,
     )
     sub.sample_indices = keep
     return sub
