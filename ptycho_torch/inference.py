@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
+from ptycho.cli._common import add_units_argument
 from ptycho.raw_data import RawData
 from ptycho.workflows import common
 from ptycho_torch.cli.shared import (
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ptycho_torch.inference", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_path", required=True, help="training output directory holding wts.h5.zip")
-    p.add_argument("--test_data", "--test_data_file", dest="test_data", required=True, help="NPZ to reconstruct")
+    p.add_argument("--test_data", "--test_data_file", dest="test_data", required=True,
+                   help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
+    add_units_argument(p)
     p.add_argument("--output_dir", required=True, help="directory for reconstruction.npz and the PNGs")
     p.add_argument("--n_groups", type=int, default=None, help="groups to reconstruct (default: one per scan point)")
     p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
@@ -68,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["subsample_seed"] = args.seed
     payload = create_inference_payload(args.model_path, args.test_data, output_dir, overrides, execution)
     models, _params = load_inference_bundle_torch(args.model_path)
-    container = common.create_ptycho_data_container(RawData.from_file(args.test_data), payload.tf_inference_config)
+    test = RawData.from_file(args.test_data, diffraction_is=args.diff3d_units)
+    container = common.create_ptycho_data_container(test, payload.tf_inference_config)
     obj = predict_objects(models["diffraction_to_obj"], container, execution_config=payload.execution_config,
                           runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile))
     _amp, _phase, stitched = common.stitch(obj, container.global_offsets, args.M)

@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
+from ptycho.cli._common import add_units_argument
 from ptycho.raw_data import RawData
 from ptycho.training_plan import SCHEDULERS
 from ptycho.workflows import common
@@ -42,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the training CLI."""
     p = argparse.ArgumentParser(prog="python -m ptycho_torch.train", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train_data_file", required=True, help="training NPZ (data contract)")
-    p.add_argument("--test_data_file", default=None, help="test NPZ (optional)")
+    p.add_argument("--train_data_file", required=True, help="training data: NPZ (data contract), CXI or Ptychodus HDF5")
+    p.add_argument("--test_data_file", default=None, help="test data (optional)")
+    add_units_argument(p)
     p.add_argument("--output_dir", required=True, help="directory for wts.h5.zip, history and logs")
     p.add_argument("--n_groups", type=int, default=None, help="number of groups to train on (default 512)")
     p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
@@ -107,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = validate_paths(args.train_data_file, args.test_data_file, args.output_dir)
     execution = build_execution_config_from_args(args, "training")
     payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
-    train = RawData.from_file(args.train_data_file)
-    test = RawData.from_file(args.test_data_file) if args.test_data_file else None
+    train = RawData.from_file(args.train_data_file, diffraction_is=args.diff3d_units)
+    test = RawData.from_file(args.test_data_file, diffraction_is=args.diff3d_units) if args.test_data_file else None
     _amp, _phase, results = run_cdi_example_torch(
         train, test, payload.tf_training_config, execution_config=payload.execution_config,
         runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,
