@@ -6,8 +6,11 @@ Example::
 
 Loads ``{model_path}/wts.h5.zip`` (restoring ``params.cfg``: N, gridsize, intensity scale,
 probe ...), groups the test data, predicts one object per group and stitches them.
-Outputs in ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``, ``object``),
-``amplitude.png`` and ``phase.png``.
+Outputs in ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``, ``object``,
+``global_offsets``, ``N``, ``M``, ``covered``), ``amplitude.png`` and ``phase.png``; when the data
+has a true object (``objectGuess``) also ``comparison.png`` and ``score.json``
+(``ptycho.evaluation.score_stitched``).  The data may be an NPZ, a CXI file or a Ptychodus HDF5
+training file (``--diff3d_units``).
 """
 
 from __future__ import annotations
@@ -75,13 +78,16 @@ def _run(args: argparse.Namespace) -> int:
                                  neighbor_count=neighbor_count)
     container = common.create_ptycho_data_container(raw, config)
     objects = backend_module(args.backend).predict_objects(model, container, args.batch_size)
-    _amp, _phase, stitched = common.stitch(objects, container.global_offsets, stitch_crop(N))
+    M = stitch_crop(N)
+    _amp, _phase, stitched = common.stitch(objects, container.global_offsets, M)
     out = Path(args.output_dir)
-    written = common.save_reconstruction(out, stitched)
+    written, score = common.write_stitched_outputs(out, stitched, container.global_offsets, N, M, raw.objectGuess)
     if not args.quiet:
         print(f"{PROG}: {len(container)} groups of {gridsize}x{gridsize} -> {stitched.shape[0]}x{stitched.shape[1]}",
               file=sys.stderr)
-        for path in written.values():
+        if score is not None:
+            print(f"{PROG}: stitched vs true object: {common.score_summary(score)}", file=sys.stderr)
+        for path in written:
             print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0
 

@@ -8,9 +8,10 @@ Examples::
 
 Outputs in ``--output_dir``: ``wts.h5.zip`` (the model bundle), ``history.csv`` (loss per
 epoch), ``history.png`` (loss plot); with test data also the stitched reconstruction
-(``reconstructed_amplitude.png``, ``reconstructed_phase.png``, ``reconstruction.npz``,
-``amplitude.png``, ``phase.png``, and ``score.json``: amplitude/phase Pearson correlation with the
-test data's true object when it has one); with ``--simulate`` also ``simulated_data.npz``.
+(``reconstruction.npz``, ``amplitude.png``, ``phase.png``; when the test data has a true object
+also ``comparison.png`` and ``score.json``: SSIM, PSNR, FRC and Pearson correlation against it,
+``ptycho.evaluation.score_stitched``); with ``--simulate`` also ``simulated_data.npz``.
+Training data may be an NPZ, a CXI file or a Ptychodus HDF5 training file (``--diff3d_units``).
 """
 
 from __future__ import annotations
@@ -98,20 +99,6 @@ def _execution_config(backend: str) -> Any:
     return PyTorchExecutionConfig(accelerator="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _score(test: Any, results: dict[str, Any], N: int, out: Path) -> dict[str, float] | None:
-    """Score the stitched object against the test data's true object (when it has one) into ``score.json``."""
-    if getattr(test, "objectGuess", None) is None:
-        return None
-    import json
-
-    from ptycho.atomic import atomic_write_bytes
-    from ptycho.evaluation import score_stitched
-
-    score = score_stitched(results["stitched"], test.objectGuess, results["global_offsets"], N, M=stitch_crop(N))
-    atomic_write_bytes(out / "score.json", json.dumps(score, indent=1, sort_keys=True).encode())
-    return score
-
-
 def _run(args: argparse.Namespace) -> int:
     from ptycho.config.config import ModelConfig, TrainingConfig
 
@@ -151,17 +138,14 @@ def _run(args: argparse.Namespace) -> int:
     written = [bundle, out / "history.csv", out / "history.png"]
     score = None
     if amp is not None:
-        written += common.save_outputs(amp, phase, results, out)
-        written += list(common.save_reconstruction(out, results["stitched"]).values())
-        score = _score(test, results, train.N, out)
-        if score is not None:
-            written.append(out / "score.json")
+        paths, score = common.write_stitched_outputs(out, results["stitched"], results["global_offsets"], train.N,
+                                                     stitch_crop(train.N), getattr(test, "objectGuess", None))
+        written += paths
     if not args.quiet:
         losses = results["history"]["train_loss"]
         print(f"{PROG}: loss {losses[0]:.6g} -> {losses[-1]:.6g} over {len(losses)} epochs", file=sys.stderr)
         if score is not None:
-            print(f"{PROG}: stitched vs true object: amplitude Pearson {score['amp_pearson']:.3f}, "
-                  f"phase Pearson {score['phase_pearson']:.3f}", file=sys.stderr)
+            print(f"{PROG}: stitched vs true object: {common.score_summary(score)}", file=sys.stderr)
         for path in written:
             print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0

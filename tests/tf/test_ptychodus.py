@@ -76,7 +76,7 @@ def test_ptychodus_plugin_trains_and_reconstructs_on_integer_counts(tmp_path, ca
     library = PtychoPINNReconstructorLibrary(SettingsRegistry(), is_developer_mode_enabled=False)
     pinn = next(r for r in library if r.name == "PINN")
     library.model_settings.n_filters_scale.set_value(1)
-    library.training_settings.nepochs.set_value(8)
+    library.training_settings.nepochs.set_value(30)
     library.training_settings.batch_size.set_value(16)
     library.training_settings.nphotons.set_value(1e6)
     library.inference_settings.n_nearest_neighbors.set_value(7)
