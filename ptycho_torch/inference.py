@@ -3,7 +3,8 @@
 Loads ``--model_path/wts.h5.zip`` (restoring ``params.cfg``; the architecture, including the
 gridsize, comes from the bundle), groups the test data, predicts the trimmed object of every group
 and stitches them.  Writes into ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``,
-complex ``object``), ``amplitude.png`` and ``phase.png``.
+complex ``object``, the stitching grid), ``amplitude.png`` and ``phase.png``; with a true object in
+the data also ``comparison.png`` and ``score.json`` (``ptycho.workflows.common.write_stitched_outputs``).
 
 Example::
 
@@ -76,10 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     obj = predict_objects(models["diffraction_to_obj"], container, execution_config=payload.execution_config,
                           runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile))
     _amp, _phase, stitched = common.stitch(obj, container.global_offsets, args.M)
-    written = common.save_reconstruction(output_dir, stitched, metadata={"M": args.M, "n_groups": len(container)})
+    written, score = common.write_stitched_outputs(output_dir, stitched, container.global_offsets, test.N, args.M,
+                                                   test.objectGuess, metadata={"n_groups": len(container)})
     if not args.quiet:
+        if score is not None:
+            print(f"stitched vs true object: {common.score_summary(score)}")
         print(f"reconstructed {len(container)} group(s) in {time.perf_counter() - start:.1f} s; "
-              f"wrote {', '.join(str(p) for p in written.values())}")
+              f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

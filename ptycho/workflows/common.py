@@ -274,13 +274,16 @@ def write_stitched_outputs(
     N: int,
     M: int,
     objectGuess: np.ndarray | None = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
 ) -> tuple[list[Path], dict[str, Any] | None]:
     """Everything the CLIs write for a stitched reconstruction; returns ``(paths, score or None)``.
 
     ``reconstruction.npz`` (with ``global_offsets``, ``N``, ``M`` and the ``covered`` mask, so
     ``ptycho_evaluate`` can score it later), ``amplitude.png`` / ``phase.png`` scaled to the covered
     region, and, when the true object is known, ``comparison.png`` and ``score.json``
-    (:func:`ptycho.evaluation.score_stitched`; non-finite values written as null).
+    (:func:`ptycho.evaluation.score_stitched`; non-finite values written as null).  ``metadata``:
+    further scalars/arrays for the NPZ.
     """
     import json
 
@@ -292,7 +295,7 @@ def write_stitched_outputs(
     obj = obj[..., 0] if obj.ndim == 3 else obj
     mask = coverage_mask(global_offsets, N, M)
     truth = None if objectGuess is None else ground_truth_canvas(objectGuess, global_offsets, obj.shape[0])
-    meta = {"global_offsets": np.asarray(global_offsets, np.float64), "N": int(N), "M": int(M)}
+    meta = {**(metadata or {}), "global_offsets": np.asarray(global_offsets, np.float64), "N": int(N), "M": int(M)}
     written = list(save_reconstruction(out, obj, metadata=meta, mask=mask, truth=truth).values())
     score = None
     if objectGuess is not None:

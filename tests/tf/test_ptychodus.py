@@ -11,8 +11,10 @@ and ``save_outputs``; ``reconstruct`` spawns ``run_reconstruct`` (``load_inferen
 ``generate_grouped_data``, ``loader.load``, ``model.predict``, ``tf_helper.reassemble_position``).
 The child processes inherit ``PYTHONPATH``, so they run this checkout.
 
-Measured on the 2-core reference machine: ~3 minutes (two child processes import TensorFlow and
-Ptychodus; training 8 epochs x 4 batches), hence ``slow``.
+Measured on the shared 2-core machine: 5-10 minutes (two spawned children each import TensorFlow
+and Ptychodus; training 30 epochs x 4 batches of 16), hence ``slow``.  The stitched amplitude
+Pearson against the true object was 0.358 after 30 epochs (0.168 after 8); an untrained model
+scores within +-0.2 (``tests/tf/test_workflow.py``), so the threshold is 0.25.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.tf]
 N = 32
 #: Object-plane pixel size handed to Ptychodus (any value works: positions round-trip through it).
 PIXEL_M = 10e-9
+#: Stitched amplitude Pearson a trained model clears (measured 0.358; untrained within +-0.2).
+AMP_PEARSON_THRESHOLD = 0.25
 
 
 def _reconstruct_input(raw: RawData, counts: np.ndarray, bad: np.ndarray):
@@ -122,4 +126,4 @@ def test_ptychodus_plugin_trains_and_reconstructs_on_integer_counts(tmp_path, ca
     score = score_stitched(obj[..., None], raw.objectGuess, container.global_offsets, N, M=20)
     print(f"Ptychodus PINN on uint16 counts: amplitude Pearson {score['amp_pearson']:.3f}, "
           f"phase Pearson {score['phase_pearson']:.3f}")
-    assert np.isfinite(score["amp_pearson"])
+    assert score["amp_pearson"] > AMP_PEARSON_THRESHOLD
