@@ -1,8 +1,9 @@
 """Readers (and fixture writers) of the HDF5 formats users have: CXI and Ptychodus' training files.
 
-Both become a :class:`~ptycho.raw_data.RawData`; ``RawData.from_file`` (and so both CLIs'
-data-file options) dispatches here for HDF5 files, and ``ptycho_convert`` writes any of them
-as the NPZ contract.  Formats (``specs/data.md``, "Other input formats"):
+Both become a :class:`~ptycho.raw_data.RawData`: ``RawData.from_file`` (and so both CLIs'
+data-file options) dispatches here for HDF5 files (:func:`read_hdf5_fields` returns the
+constructor arguments, so this module never imports ``raw_data``), and ``ptycho_convert``
+writes any of them as the NPZ contract.  Formats (``specs/data.md``, "Other input formats"):
 
 CXI (Coherent X-ray Imaging, cxidb.org, spec 1.6)
     ``/entry_1/data_1/data`` (or ``/entry_1/instrument_1/detector_1/data``) ``[M, N, N]``
@@ -36,20 +37,20 @@ from __future__ import annotations
 import logging
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ptycho.errors import DataContractError
-from ptycho.raw_data import DiffractionKind, RawData
+
+if TYPE_CHECKING:
+    from ptycho.raw_data import DiffractionKind, RawData
 
 __all__ = [
     "HDF5_SUFFIXES",
     "is_hdf5",
     "object_pixel_size",
-    "read_cxi",
-    "read_dataset",
-    "read_ptychodus_training",
+    "read_hdf5_fields",
     "translations_to_pixels",
     "wavelength_from_energy_J",
     "write_cxi",
@@ -209,8 +210,14 @@ def _scalar(f: Any, paths: tuple[str, ...], file: str, what: str, fix: str, *, r
 
 
 # --------------------------------------------------------------------------- readers
-def read_dataset(path: str | PathLike, *, diffraction_is: DiffractionKind = "auto") -> RawData:
-    """Read a CXI file or a Ptychodus training file (dispatch on the layout) as :class:`RawData`."""
+def read_hdf5_fields(path: str | PathLike, *, diffraction_is: DiffractionKind = "auto") -> dict[str, Any]:
+    """Read a CXI file or a Ptychodus training file (dispatch on the layout).
+
+    Returns the keyword arguments of ``RawData(...)`` (``xcoords``, ``ycoords``,
+    ``xcoords_start``, ``ycoords_start``, ``diff3d``, ``probeGuess``, ``scan_index``,
+    ``objectGuess``, ``metadata``, ``diffraction_is``, ``bad_pixels``, ``source``);
+    ``RawData.from_file`` validates them.
+    """
     path = Path(path)
     with _open(path) as f:
         if "entry_1" in f:
@@ -226,18 +233,11 @@ def read_dataset(path: str | PathLike, *, diffraction_is: DiffractionKind = "aut
     )
 
 
-def read_cxi(path: str | PathLike, *, diffraction_is: DiffractionKind = "auto") -> RawData:
-    """Read a CXI file (module docstring) as :class:`RawData`."""
-    path = Path(path)
-    with _open(path) as f:
-        return _read_cxi_open(f, str(path), diffraction_is)
-
-
-def read_ptychodus_training(path: str | PathLike, *, diffraction_is: DiffractionKind = "auto") -> RawData:
-    """Read a Ptychodus HDF5 training file (module docstring) as :class:`RawData`."""
-    path = Path(path)
-    with _open(path) as f:
-        return _read_ptd_open(f, str(path), diffraction_is)
+def _fields(x: np.ndarray, y: np.ndarray, frames: np.ndarray, probe: np.ndarray, obj: np.ndarray | None,
+            meta: dict[str, Any], diffraction_is: DiffractionKind, bad: np.ndarray | None, file: str) -> dict[str, Any]:
+    return {"xcoords": x, "ycoords": y, "xcoords_start": x, "ycoords_start": y, "diff3d": frames, "probeGuess": probe,
+            "scan_index": None, "objectGuess": obj, "metadata": meta, "diffraction_is": _units(diffraction_is),
+            "bad_pixels": bad, "source": file}
 
 
 def _units(diffraction_is: DiffractionKind) -> DiffractionKind:
@@ -245,7 +245,7 @@ def _units(diffraction_is: DiffractionKind) -> DiffractionKind:
     return "intensity" if diffraction_is == "auto" else diffraction_is
 
 
-def _read_cxi_open(f: Any, file: str, diffraction_is: DiffractionKind) -> RawData:
+def _read_cxi_open(f: Any, file: str, diffraction_is: DiffractionKind) -> dict[str, Any]:
     data_ds = _dataset(f, _CXI_DATA, file, required=True)
     if data_ds.ndim != 3 or data_ds.shape[1] != data_ds.shape[2]:
         raise DataContractError(
@@ -300,11 +300,10 @@ def _read_cxi_open(f: Any, file: str, diffraction_is: DiffractionKind) -> RawDat
         probe = get_default_probe(N)
     meta = {"source_format": "cxi", "wavelength_m": wavelength, "detector_distance_m": distance,
             "detector_pixel_m": [px, py], "object_pixel_m": [dx, dy]}
-    return RawData(x, y, x, y, frames, probe, None, obj, metadata=meta, diffraction_is=_units(diffraction_is),
-                   bad_pixels=bad, source=file)
+    return _fields(x, y, frames, probe, obj, meta, diffraction_is, bad, file)
 
 
-def _read_ptd_open(f: Any, file: str, diffraction_is: DiffractionKind) -> RawData:
+def _read_ptd_open(f: Any, file: str, diffraction_is: DiffractionKind) -> dict[str, Any]:
     fix = "write the file with ptychodus.api.io.save_training_data"
     pat_ds = _dataset(f, ("/patterns",), file, required=True, fix=fix)
     if pat_ds.ndim != 3 or pat_ds.shape[1] != pat_ds.shape[2]:
@@ -328,8 +327,7 @@ def _read_ptd_open(f: Any, file: str, diffraction_is: DiffractionKind) -> RawDat
         v = _scalar(f, (f"/{key}",), file, key, fix, required=False)
         if v is not None:
             meta[key] = v
-    return RawData(x, y, x, y, patterns, probe, None, obj, metadata=meta, diffraction_is=_units(diffraction_is),
-                   bad_pixels=bad, source=file)
+    return _fields(x, y, patterns, probe, obj, meta, diffraction_is, bad, file)
 
 
 # --------------------------------------------------------------------------- writers (fixtures, round trips)
@@ -338,7 +336,7 @@ def write_cxi(
 ) -> Path:
     """Write ``raw`` as a CXI file: frames as uint32 counts ``rint(diff3d**2)``, positions in metres.
 
-    Inverse of :func:`read_cxi` up to the count rounding: translations are
+    Inverse of the CXI reader up to the count rounding: translations are
     ``(pos_px - (W - 1) / 2) * object_pixel_size(...)`` when ``raw`` has an object (written as
     ``image_2``), else ``pos_px * object_pixel_size(...)``.  The probe is written as ``image_1``,
     ``bad_pixels`` as ``detector_1/mask`` (1 = bad), ``data_1/data`` is a soft link to the detector data.

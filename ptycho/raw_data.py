@@ -635,7 +635,7 @@ class RawData:
         from ptycho import io as ptycho_io  # lazy: h5py is needed only for HDF5 inputs
 
         if path.is_file() and ptycho_io.is_hdf5(path):
-            return ptycho_io.read_dataset(path, diffraction_is=diffraction_is)
+            return cls(**ptycho_io.read_hdf5_fields(path, diffraction_is=diffraction_is))
         try:
             archive = np.load(path, allow_pickle=False)
         except FileNotFoundError:
