@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from ptycho.cli._common import add_units_argument
+from ptycho.cli._common import add_units_argument, show_core_log
 from ptycho.raw_data import RawData
 from ptycho.workflows import common
 from ptycho_torch.cli.shared import (
@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptycho_torch.workflows.components import load_inference_bundle_torch, predict_objects
 
     args = apply_deprecated_flags(build_parser().parse_args(argv))
+    show_core_log("ptycho_torch.inference", bool(args.quiet))
     start = time.perf_counter()
     output_dir = validate_paths(None, args.test_data, args.output_dir)
     execution = build_execution_config_from_args(args, "inference")

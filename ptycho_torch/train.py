@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from ptycho.cli._common import add_units_argument
+from ptycho.cli._common import add_units_argument, show_core_log
 from ptycho.raw_data import RawData
 from ptycho.training_plan import SCHEDULERS
 from ptycho.workflows import common
@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptycho_torch.workflows.components import run_cdi_example_torch
 
     args = apply_deprecated_flags(build_parser().parse_args(argv))
+    show_core_log("ptycho_torch.train", bool(args.quiet))
     start = time.perf_counter()
     output_dir = validate_paths(args.train_data_file, args.test_data_file, args.output_dir)
     execution = build_execution_config_from_args(args, "training")

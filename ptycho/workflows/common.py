@@ -190,7 +190,8 @@ def save_comparison(
     """Truth vs reconstruction (complex ``[S, S]``): amplitude and phase rows, one colour scale per row.
 
     The reconstruction's global phase offset (relative to the truth, over ``mask``) is removed
-    first; both colour scales come from the truth and reconstruction over ``mask``.
+    first; both colour scales come from the truth and reconstruction over ``mask``, and pixels
+    outside ``mask`` (not scanned) are left blank in both.
     """
     from ptycho.evaluation import remove_global_phase
 
@@ -204,7 +205,8 @@ def save_comparison(
         vmin, vmax = colour_limits(both, sel)
         for col, (img, who) in enumerate(((tv, "truth"), (rv, "reconstruction"))):
             ax = fig.add_subplot(2, 2, 2 * row + col + 1)
-            im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax)
+            shown = img if mask is None else np.ma.masked_where(~np.asarray(mask, dtype=bool), img)
+            im = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
             ax.set_title(f"{who}: {what}")
     if title:
