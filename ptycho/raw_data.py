@@ -195,7 +195,7 @@ def diffraction_to_amplitude(d: np.ndarray, diffraction_is: DiffractionKind, fil
     ============== ================ ==================================================
     diffraction_is dtype of ``d``   result
     ============== ================ ==================================================
-    'intensity'    any              ``sqrt(d)``
+    'intensity'    any              ``sqrt(d)``, one INFO log line
     'amplitude'    any              ``d`` unchanged
     'auto'         int / uint       photon counts: ``sqrt(d)``, one INFO log line
     'auto'         float            ``d`` unless :func:`looks_like_intensity` (then
@@ -204,6 +204,8 @@ def diffraction_to_amplitude(d: np.ndarray, diffraction_is: DiffractionKind, fil
     ============== ================ ==================================================
     """
     if diffraction_is == "intensity":
+        logger.info("%s: diff3d declared intensity (dtype %s): converted to the amplitude sqrt(intensity)",
+                    file or "diff3d", d.dtype)
         return np.sqrt(d, dtype=np.float32)
     if diffraction_is == "auto" and d.dtype.kind in "iu":
         logger.info(
