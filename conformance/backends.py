@@ -145,17 +145,20 @@ class Adapter:
         return self.api.forward(handle, x_scaled, positions)
 
     def loss_and_grads(
-        self, handle: Any, x_scaled: np.ndarray, positions: np.ndarray, *, nll_weight: float, mae_weight: float
+        self, handle: Any, x_scaled: np.ndarray, positions: np.ndarray, *, nll_weight: float, mae_weight: float,
+        bad_pixels: np.ndarray | None = None,
     ) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
         """``({'poisson_nll', 'mae', 'total'}, {canonical name: gradient} | None when the side has none)``."""
-        return self.api.loss_and_grads(handle, x_scaled, positions, nll_weight=nll_weight, mae_weight=mae_weight)
+        return self.api.loss_and_grads(handle, x_scaled, positions, nll_weight=nll_weight, mae_weight=mae_weight,
+                                       bad_pixels=bad_pixels)
 
     def train_steps(
         self, handle: Any, batches: Sequence[tuple[np.ndarray, np.ndarray]], *, lr: float, nll_weight: float,
-        mae_weight: float,
+        mae_weight: float, bad_pixels: np.ndarray | None = None,
     ) -> list[float]:
         """One Adam step per batch; the total loss of each step (before its update)."""
-        return self.api.train_steps(handle, batches, lr=lr, nll_weight=nll_weight, mae_weight=mae_weight)
+        return self.api.train_steps(handle, batches, lr=lr, nll_weight=nll_weight, mae_weight=mae_weight,
+                                    bad_pixels=bad_pixels)
 
     def get_weights(self, handle: Any) -> dict[str, np.ndarray]:
         """The handle's parameters as a canonical dict."""
@@ -670,12 +673,12 @@ class ReferenceAdapter(Adapter):
 
     def loss_and_grads(
         self, handle: _ReferenceHandle, x_scaled: np.ndarray, positions: np.ndarray, *, nll_weight: float,
-        mae_weight: float,
+        mae_weight: float, bad_pixels: np.ndarray | None = None,
     ) -> tuple[dict[str, float], None]:
         from ptycho.reference import model
 
         out = self.forward(handle, x_scaled, positions)
-        return model.losses(out, x_scaled, nll_weight=nll_weight, mae_weight=mae_weight), None
+        return model.losses(out, x_scaled, nll_weight=nll_weight, mae_weight=mae_weight, bad_pixels=bad_pixels), None
 
     def get_weights(self, handle: _ReferenceHandle) -> dict[str, np.ndarray]:
         return dict(handle.weights)

@@ -17,7 +17,7 @@ way.  What is compared per stage, and between which pairs, is specified in
 * ``params_cfg``: tensorflow~pytorch key by key, types included, at every snapshot point;
 * ``bundle_layout``: member tree (modulo backend payload files), manifest keys and
   backend-neutral manifest values, canonical weight names/shapes/dtypes, backend tag;
-* ``e2e``: physics-aware scores (:mod:`conformance.metrics`) of each backend's
+* ``e2e``: physics-aware scores (:mod:`ptycho.evaluation`) of each backend's
   reconstruction against the ground truth and against each other, within stated bands.
 
 Array checks use :mod:`conformance.tolerances`; a scenario's tolerance overrides and
@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from conformance import metrics
 from conformance.record import Record, load_record
 from conformance.scenarios import (
     BACKENDS,
@@ -61,6 +60,7 @@ from conformance.tolerances import (
     resolve_tolerance,
 )
 from conformance.verdicts import Comparison, Verdict
+from ptycho import evaluation as metrics
 from ptycho.bundle import PAYLOAD_MEMBERS
 
 __all__ = [

@@ -217,6 +217,8 @@ class DataSpec:
         n_positions: scan positions simulated (default: enough for ``B * (1 + k_steps)``
             groups); for e2e scenarios the training scan.
         n_test_positions: e2e only: extra positions of the same object, the test scan.
+        bad_pixels: detector pixels marked bad (``RawData.bad_pixels``; 0 = no mask); they hold
+            hot values in the simulated data and every side leaves them out of the losses.
     """
 
     N: int
@@ -230,6 +232,7 @@ class DataSpec:
     shift_xy: tuple[float, float] = OFF_CENTRE_SHIFT
     n_positions: int | None = None
     n_test_positions: int | None = None
+    bad_pixels: int = 0
 
     def __post_init__(self) -> None:
         if self.N not in conventions.SUPPORTED_N:
@@ -250,6 +253,9 @@ class DataSpec:
             raise ValueError(f"DataSpec.nphotons={self.nphotons!r}: expected a positive photon count")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"DataSpec.seed={self.seed!r}: expected an integer >= 0")
+        b = self.bad_pixels
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < self.N * self.N:
+            raise ValueError(f"DataSpec.bad_pixels={b!r}: expected an integer in [0, N*N)")
 
     @property
     def C(self) -> int:
@@ -513,6 +519,9 @@ REGISTRY: dict[str, Scenario] = _registry([
     make_scenario("bc72_gs3_b8", gridsize=3, batch=8, seed=21, description="batch 8 x C 9 = 72 patches per batch"),
     make_scenario("bc64_offcentre_gs2", gridsize=2, batch=16, offsets="off_centre", seed=24, K=4,
                   description="batch 16 x C 4 with off-centre offsets"),
+    # ---- detector bad pixels (hot values in the data, masked out of both diffraction losses)
+    make_scenario("bad_pixels_gs2", gridsize=2, batch=4, stages=TRAIN, training={"mae_weight": 0.3}, seed=26,
+                  bad_pixels=37, description="37 hot bad detector pixels masked out of the Poisson + MAE losses"),
     # ---- end to end: each backend's own workflow on simulated data
     make_scenario("e2e_gs1_n32", gridsize=1, batch=4, stages=(*E2E, "data", "workflow", "inference"),
                   training={**_E2E_TRAINING, "scheduler": "ReduceLROnPlateau", "plateau_patience": 1,

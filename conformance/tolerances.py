@@ -389,7 +389,7 @@ def compare_arrays(
     )
 
 
-#: End-to-end bands (``conformance.metrics.score_pair`` keys -> ``('min'|'max', limit)``), measured on
+#: End-to-end bands (``ptycho.evaluation.score_pair`` keys -> ``('min'|'max', limit)``), measured on
 #: e2e_gs1_n32 (3 epochs, 64 groups).  Margins: 10 x in the deficit ``1 - score`` for SSIM / FRC area,
 #: 10 dB for PSNR, 10 x the measured gap.  After 3 epochs the reconstructions barely resemble the
 #: object (amplitude SSIM 0.035), so the ground-truth floors only catch a collapsed reconstruction;

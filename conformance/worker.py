@@ -266,7 +266,7 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
             for key, value in adapter.forward(handle(), x, pos).items():
                 rec.put("forward", key, value)
 
-    grads_call = _Once(lambda: adapter.loss_and_grads(handle(), x, pos, **sc.loss_weights))
+    grads_call = _Once(lambda: adapter.loss_and_grads(handle(), x, pos, **sc.loss_weights, **inputs.loss_kwargs))
     if "losses" in stages:
         with rec.stage("losses") as entry:
             losses, _ = grads_call()
@@ -283,7 +283,8 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
 
     if "train_k_steps" in stages:
         with rec.stage("train_k_steps") as entry:
-            losses = adapter.train_steps(handle(), inputs.batches, lr=sc.lr, **sc.loss_weights)
+            losses = adapter.train_steps(handle(), inputs.batches, lr=sc.lr, **sc.loss_weights,
+                                         **inputs.loss_kwargs)
             rec.put("train_k_steps", "loss", np.asarray(losses, np.float64))
             for name, w in adapter.get_weights(handle()).items():
                 rec.put("train_k_steps", f"weights/{name}", w)

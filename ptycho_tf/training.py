@@ -51,12 +51,20 @@ class Trainer:
     before the update); ``evaluate`` returns the loss terms without updating;
     ``loss_and_grads`` returns the loss terms and the gradients of ``total`` with respect
     to the trainable variables.  All are ``tf.function``s with a dynamic batch dimension,
-    so a smaller last batch does not retrace.
+    so a smaller last batch does not retrace.  ``bad_pixels`` (bool ``[N, N]`` or None) is
+    the detector mask of the data the trainer sees (:func:`~ptycho_tf.losses.compute_losses`).
     """
 
-    def __init__(self, autoencoder: keras.Model, weights: LossWeights, optimizer: keras.optimizers.Optimizer):
+    def __init__(
+        self,
+        autoencoder: keras.Model,
+        weights: LossWeights,
+        optimizer: keras.optimizers.Optimizer,
+        bad_pixels: np.ndarray | None = None,
+    ):
         self.model = autoencoder
         self.weights = weights
+        self.bad_pixels = None if bad_pixels is None else tf.constant(np.asarray(bad_pixels, dtype=bool))
         self.optimizer = optimizer
         self.variables = list(autoencoder.trainable_variables)
         if not optimizer.built:
@@ -73,7 +81,7 @@ class Trainer:
 
     def _losses(self, x, pos, target, training: bool) -> dict[str, tf.Tensor]:
         outputs = self.model([x, pos], training=training)
-        return compute_losses(outputs, x, self.weights, target)
+        return compute_losses(outputs, x, self.weights, target, self.bad_pixels)
 
     def _loss_and_grads(self, x, pos, target):
         with tf.GradientTape() as tape:
@@ -113,6 +121,7 @@ def train(
     seed: int,
     Y_I: np.ndarray | None = None,
     quiet: bool = False,
+    bad_pixels: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """Train ``autoencoder`` in place on ``(x_scaled, positions)``; return the per-epoch history.
 
@@ -125,6 +134,7 @@ def train(
         seed: the workflow seed (batch order).
         Y_I: float32 ``[n, N, N, C]`` ground-truth amplitude (only for the real-space loss).
         quiet: no progress output.
+        bad_pixels: bool ``[N, N]`` detector mask (True = not measured) left out of the losses.
 
     Returns:
         ``history`` with lists over epochs: ``train_loss`` and ``loss`` (total training loss),
@@ -142,7 +152,7 @@ def train(
         target = np.zeros((n, N, N, 1), np.float32)
     train_idx, val_idx = split_train_val(n)
     schedule = LearningRateSchedule.from_config(config)
-    trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)))
+    trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)), bad_pixels)
     batch_size = int(config.batch_size)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "loss": [], "lr": [], "epoch_time_s": []}
     for k in LOSS_KEYS[:-1]:

@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from ptycho.cli._common import fit_batch_size
+from ptycho.cli._common import add_units_argument, fit_batch_size, show_core_log
 from ptycho.raw_data import RawData
 from ptycho.training_plan import SCHEDULERS
 from ptycho.workflows import common
@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the training CLI."""
     p = argparse.ArgumentParser(prog="python -m ptycho_torch.train", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train_data_file", required=True, help="training NPZ (data contract)")
-    p.add_argument("--test_data_file", default=None, help="test NPZ (optional)")
+    p.add_argument("--train_data_file", required=True, help="training data: NPZ (data contract), CXI or Ptychodus HDF5")
+    p.add_argument("--test_data_file", default=None, help="test data (optional)")
+    add_units_argument(p)
     p.add_argument("--output_dir", required=True, help="directory for wts.h5.zip, history and logs")
     p.add_argument("--n_groups", type=int, default=None, help="number of groups to train on (default 512)")
     p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
@@ -105,11 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptycho_torch.workflows.components import run_cdi_example_torch
 
     args = apply_deprecated_flags(build_parser().parse_args(argv))
+    show_core_log("ptycho_torch.train", bool(args.quiet))
     start = time.perf_counter()
     validate_numeric_flags(args)
     validate_paths(args.train_data_file, args.test_data_file, args.output_dir, create=False)
-    train = RawData.from_file(args.train_data_file)
-    test = RawData.from_file(args.test_data_file) if args.test_data_file else None
+    train = RawData.from_file(args.train_data_file, diffraction_is=args.diff3d_units)
+    test = RawData.from_file(args.test_data_file, diffraction_is=args.diff3d_units) if args.test_data_file else None
     n_groups = args.n_groups if args.n_groups is not None else 512
     args.batch_size = fit_batch_size("python -m ptycho_torch.train", args.batch_size,
                                      min(n_groups, len(train.xcoords)))

@@ -11,6 +11,7 @@ bad flags with its usage line and status 2.  No traceback is shown for either.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -43,6 +44,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of grouping, initial weights and batch order (default 0)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_units_argument(parser)
+
+
+def add_units_argument(parser: argparse.ArgumentParser) -> None:
+    """``--diff3d_units``: what the data files' diffraction holds (``RawData`` ``diffraction_is``)."""
+    parser.add_argument(
+        "--diff3d_units", choices=("auto", "amplitude", "intensity"), default="auto",
+        help="what diff3d holds: 'intensity' (photon counts, converted with sqrt) or 'amplitude'; 'auto' "
+        "(default) reads integer data and CXI/HDF5 frames as counts, the NPZ key diff3d_units otherwise",
+    )
 
 
 def resolve_n_groups(args: argparse.Namespace) -> int | None:
@@ -125,11 +136,30 @@ def quiet_frameworks() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def show_core_log(prog: str, quiet: bool = False) -> None:
+    """Show the core's log lines (logger ``ptycho``, e.g. "read as photon counts") on stderr as ``prog: ...``.
+
+    INFO and above, WARNING and above with ``quiet``.  Idempotent: one handler however often a
+    CLI's ``main`` runs in a process.
+    """
+    logger = logging.getLogger("ptycho")
+    handler = next((h for h in logger.handlers if getattr(h, "ptycho_cli", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.ptycho_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
              argv: Sequence[str] | None) -> int:
     """Parse ``argv``, run ``body`` and turn expected errors into one readable line (exit status 1)."""
     args = parser.parse_args(argv)
     quiet_frameworks()
+    show_core_log(prog, bool(getattr(args, "quiet", False)))
     try:
         validate_numeric_args(args)
         output_dir = getattr(args, "output_dir", None)

@@ -112,7 +112,8 @@ def train_cdi_model(
     )
     x, pos = model_inputs(train_container, scale)
     history = train(
-        models.autoencoder, x, pos, config=config, seed=seed, Y_I=train_container.Y_I, quiet=quiet
+        models.autoencoder, x, pos, config=config, seed=seed, Y_I=train_container.Y_I, quiet=quiet,
+        bad_pixels=train_container.bad_pixels,
     )
     set_current_models(models)
     results: dict[str, Any] = {
