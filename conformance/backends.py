@@ -164,6 +164,11 @@ class Adapter:
         """The handle's parameters as a canonical dict."""
         return self.api.get_weights(handle)
 
+    def optimizer_steps(self, weights: Mapping[str, np.ndarray], grads: Sequence[Mapping[str, np.ndarray]],
+                        lrs: Sequence[float]) -> dict[str, np.ndarray]:
+        """The side's training optimizer alone on fixed gradients: ``{name: float32 [steps, *shape]}``."""
+        return self.api.optimizer_steps(weights, grads, lrs)
+
     def physics_op(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """The side's implementation of reference physics op ``name`` (NumPy in and out)."""
         return self.api.physics_op(name, *args, **kwargs)
@@ -763,6 +768,13 @@ class ReferenceAdapter(Adapter):
                     output_dir=Path("pytorch/inference_payload"), backend="pytorch", **user_paths.inference_case()))
                 snapshot("inference/payload")
         return out
+
+    def optimizer_steps(self, weights: Mapping[str, np.ndarray], grads: Sequence[Mapping[str, np.ndarray]],
+                        lrs: Sequence[float]) -> dict[str, np.ndarray]:
+        """The formula ``ptycho.reference.optim.adam_step`` (weights rounded to float32 after each step)."""
+        from conformance.optimizer_check import reference_steps
+
+        return reference_steps(weights, grads, lrs)
 
     def _unsupported(self, *_args: Any, **_kwargs: Any) -> Any:
         raise NotImplementedError("the NumPy reference has no optimiser, bundle or workflow")
