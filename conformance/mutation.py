@@ -16,7 +16,7 @@
    static rule that depends only on the mutated module, never on the mutant: :data:`BASE_SCENARIOS`
    (gridsize 1 and 2, every stage but e2e, smoothing and the probe mask), plus ``e2e_gs1_n32`` for the
    modules of each backend's own workflow (:data:`WORKFLOW_MODULES`).  ``--jobs`` gates run at once
-   (default 2, for 2 cores; each gate runs its 3 workers single-threaded).
+   (default 2, for 2 cores; each gate runs :data:`GATE_JOBS` single-threaded workers at a time).
 4. **Report** (``reports/mutation/mutation.{md,json}``): killed (the gate fails; the failing stages
    are listed), survived, or timeout (counted as killed, as cosmic-ray does).  Survivors found in
    :data:`EQUIVALENTS_PATH` (``conformance/mutation_equivalents.json``, keyed by the stable
@@ -81,7 +81,10 @@ WORKFLOW_MODULES: frozenset[str] = frozenset({
     "config_factory", "config_bridge", "config_params", "runtime", "loader",
 })
 E2E_SCENARIO = "e2e_gs1_n32"
-DEFAULT_SAMPLE = 48
+DEFAULT_SAMPLE = 40
+#: Worker processes each mutant's gate runs at once (``conformance run --jobs``): 2 gates x 2 single-threaded
+#: workers keep 2 cores busy, and one shard per side and phase imports each framework half as often as 3.
+GATE_JOBS = 2
 DEFAULT_SEED = 0
 DEFAULT_JOBS = 2
 EQUIVALENTS_PATH = Path(__file__).with_name("mutation_equivalents.json")
@@ -302,7 +305,7 @@ def run_one(spec: MutantSpec, root: Path, work: Path, files: Sequence[str], *, t
     env = {k: v for k, v in os.environ.items() if k != "PTYCHO_MUTANT"}
     env.update(PYTHONPATH=str(tree), PTYCHO_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "conformance", "run", "--run-dir", str(work / "run"), "--report-dir",
-           str(work / "report"), "--quiet", "--jobs", "3", "--timeout", str(int(timeout_s))]
+           str(work / "report"), "--quiet", "--jobs", str(GATE_JOBS), "--timeout", str(int(timeout_s))]
     for sid in scenarios:
         cmd += ["--scenario", sid]
     t0 = time.monotonic()
