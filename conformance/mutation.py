@@ -392,12 +392,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=GATE_TIMEOUT_S, help="seconds per gate (timeout = killed)")
     p.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
     p.add_argument("--work-dir", type=Path, help="keep the copies and runs here (default: a temporary directory)")
+    p.add_argument("--rescore", type=Path, metavar="JSON",
+                   help="rewrite the report of an earlier run (its mutation.json) with the current equivalents file")
     return p
+
+
+def _results_from_json(doc: dict[str, Any]) -> list[MutantResult]:
+    out = []
+    for m in doc["mutants"]:
+        spec = MutantSpec(**m["spec"])
+        out.append(MutantResult(spec, m["status"], list(m["scenarios"]), float(m["seconds"]), list(m["failing"]),
+                                m.get("message", "")))
+    return out
+
+
+def _write_report(results: Sequence[MutantResult], meta: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+    equivalents = load_equivalents()
+    summary = score(results, equivalents)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "mutation.md").write_text(markdown(results, summary, equivalents, meta), encoding="utf-8")
+    doc = {"summary": summary, "meta": meta,
+           "mutants": [{**asdict(r), "killed": r.killed,
+                        "classification": equivalents.get(r.spec.id)} for r in results]}
+    (report_dir / "mutation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    pct = "n/a" if summary["score"] is None else f"{100 * summary['score']:.1f}%"
+    print(f"mutation score {pct}: {summary['killed']}/{summary['denominator']} killed, {summary['equivalent']} "
+          f"equivalent, {summary['broken']} broken; {meta['seconds']:.0f} s; report {report_dir / 'mutation.md'}")
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; exit 0 when every mutant ran (whatever the score), 1 when a run broke."""
     args = _parser().parse_args(argv)
+    if args.rescore is not None:
+        doc = json.loads(args.rescore.read_text(encoding="utf-8"))
+        return 1 if _write_report(_results_from_json(doc), doc["meta"], args.report_dir)["broken"] else 0
     modules = target_modules(REPO)
     population = enumerate_mutants(modules, REPO)
     picked = sample(population, args.sample, args.seed, REPO)
@@ -408,7 +437,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{m.id:<60} {m.module}:{m.line}  {m.source_line}  [{','.join(scenarios_for(m.module))}]")
         print(f"{len(picked)} of {len(population)} mutants of {len(modules)} modules")
         return 0
-    equivalents = load_equivalents()
     files = _tracked_files(REPO)
     work_root = args.work_dir or Path(tempfile.mkdtemp(prefix="ptycho-mutation-"))
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -426,20 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_root, ignore_errors=True)
-    summary = score(results, equivalents)
     meta = {"seed": args.seed, "sample": args.sample, "population": len(population), "modules": modules,
             "jobs": args.jobs, "seconds": time.monotonic() - t0, "started": started,
             "base_scenarios": list(BASE_SCENARIOS), "workflow_modules": sorted(WORKFLOW_MODULES)}
-    args.report_dir.mkdir(parents=True, exist_ok=True)
-    (args.report_dir / "mutation.md").write_text(markdown(results, summary, equivalents, meta), encoding="utf-8")
-    doc = {"summary": summary, "meta": meta,
-           "mutants": [{**asdict(r), "killed": r.killed,
-                        "classification": equivalents.get(r.spec.id)} for r in results]}
-    (args.report_dir / "mutation.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    pct = "n/a" if summary["score"] is None else f"{100 * summary['score']:.1f}%"
-    print(f"mutation score {pct}: {summary['killed']}/{summary['denominator']} killed, {summary['equivalent']} "
-          f"equivalent, {summary['broken']} broken; {meta['seconds']:.0f} s; report {args.report_dir / 'mutation.md'}")
-    return 1 if summary["broken"] else 0
+    return 1 if _write_report(results, meta, args.report_dir)["broken"] else 0
 
 
 if __name__ == "__main__":
