@@ -4,7 +4,7 @@
 gradients legitimately moves the weights by up to ~lr; a drifted Adam constant (beta1, beta2,
 epsilon, the bias correction, the learning rate reaching the optimizer) hides under that
 tolerance.  Here every side steps its own optimizer on *identical* gradients from zero weights
-(the TensorFlow backend: ``ptycho.train_pinn.make_optimizer``; PyTorch: ``ptycho_torch.optim.KerasAdam``;
+(the TensorFlow backend: ``ptycho_tf.optim.make_optimizer``; PyTorch: ``ptycho_torch.optim.KerasAdam``;
 the reference: ``ptycho.reference.optim.adam_step``), so the weights after each step are the
 cumulative updates, compared at float32 precision.
 

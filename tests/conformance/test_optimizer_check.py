@@ -60,7 +60,7 @@ def test_torch_keras_adam_matches_the_reference_at_float32_precision():
 
 @pytest.mark.tf
 def test_keras_adam_differs_from_the_reference_by_its_float32_bias_correction():
-    from ptycho import parity_api as pa
+    from ptycho_tf import parity_api as pa
 
     for case in CASES:
         w, g, lrs = optimizer_case(SC, case)
