@@ -8,8 +8,8 @@
 All share the methods of :class:`Adapter`, so the worker has no per-backend branches: arrays in
 and out are NumPy in the data-contract layout (images ``[B, N, N, C]``, positions ``[B, 1, 2, C]``),
 weights are canonical dicts.  :attr:`Adapter.stages` says which stages a side can run (the
-reference has no gradients, optimiser, bundle or workflow).  :func:`make_adapter` imports only the
-chosen side's framework (the reference imports neither).
+reference has no gradients, bundle or workflow; its optimiser is the formula).  :func:`make_adapter`
+imports only the chosen side's framework (the reference imports neither).
 
 Process settings (read from the environment by :func:`make_adapter`): ``PTYCHO_THREADS`` (threads
 per framework, default 1: three workers share the CPU), ``PTYCHO_DEVICE`` (``cpu``, the default,
@@ -777,7 +777,7 @@ class ReferenceAdapter(Adapter):
         return reference_steps(weights, grads, lrs)
 
     def _unsupported(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise NotImplementedError("the NumPy reference has no optimiser, bundle or workflow")
+        raise NotImplementedError("the NumPy reference has no training loop, bundle or workflow")
 
     train_steps = save_bundle = load_bundle = e2e = _unsupported
 
