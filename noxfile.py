@@ -5,7 +5,8 @@
 ``nox -s lint``    ruff
 ``nox -s parity``  the conformance gate: every DEFAULT_GATE scenario through both backends (reports/parity/)
 ``nox -s baselines`` regenerate the golden baselines in baselines/ on purpose and show the diff
-``nox -s mutants`` negative controls: each injected bug must make the gate fail at the expected check
+``nox -s mutants`` negative controls: each injected bug must make the FULL default gate fail at the expected check
+``nox -s mutation`` mutation score: cosmic-ray mutants of both backends' own code, each through the real gate
 ``nox -s bench``   the benchmarks in benchmarks/ (CPU)
 ``nox -s gpu``     CUDA checks and throughput of the PyTorch backend (needs a GPU)
 
@@ -94,3 +95,12 @@ def mutants(session: nox.Session) -> None:
     """Run the gate against every mutant (one injected upstream bug each) and print the kill table."""
     session.install("-e", ".[all,test]")
     session.run("python", "-m", "planted_bugs", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation score of the gate: a seeded sample of cosmic-ray mutants of ptycho_tf/ and ptycho_torch/, each run
+    through the real gate in an isolated copy of the tree; report in reports/mutation/ (2 gates at once)."""
+    session.install("-e", ".[all,test,mutation]")
+    session.run("python", "-m", "conformance.mutation", *session.posargs)
+

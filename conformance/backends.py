@@ -8,8 +8,8 @@
 All share the methods of :class:`Adapter`, so the worker has no per-backend branches: arrays in
 and out are NumPy in the data-contract layout (images ``[B, N, N, C]``, positions ``[B, 1, 2, C]``),
 weights are canonical dicts.  :attr:`Adapter.stages` says which stages a side can run (the
-reference has no gradients, optimiser, bundle or workflow).  :func:`make_adapter` imports only the
-chosen side's framework (the reference imports neither).
+reference has no gradients, bundle or workflow; its optimiser is the formula).  :func:`make_adapter`
+imports only the chosen side's framework (the reference imports neither).
 
 Process settings (read from the environment by :func:`make_adapter`): ``PTYCHO_THREADS`` (threads
 per framework, default 1: three workers share the CPU), ``PTYCHO_DEVICE`` (``cpu``, the default,
@@ -163,6 +163,11 @@ class Adapter:
     def get_weights(self, handle: Any) -> dict[str, np.ndarray]:
         """The handle's parameters as a canonical dict."""
         return self.api.get_weights(handle)
+
+    def optimizer_steps(self, weights: Mapping[str, np.ndarray], grads: Sequence[Mapping[str, np.ndarray]],
+                        lrs: Sequence[float]) -> dict[str, np.ndarray]:
+        """The side's training optimizer alone on fixed gradients: ``{name: float32 [steps, *shape]}``."""
+        return self.api.optimizer_steps(weights, grads, lrs)
 
     def physics_op(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """The side's implementation of reference physics op ``name`` (NumPy in and out)."""
@@ -764,8 +769,15 @@ class ReferenceAdapter(Adapter):
                 snapshot("inference/payload")
         return out
 
+    def optimizer_steps(self, weights: Mapping[str, np.ndarray], grads: Sequence[Mapping[str, np.ndarray]],
+                        lrs: Sequence[float]) -> dict[str, np.ndarray]:
+        """The formula ``ptycho.reference.optim.adam_step`` (weights rounded to float32 after each step)."""
+        from conformance.optimizer_check import reference_steps
+
+        return reference_steps(weights, grads, lrs)
+
     def _unsupported(self, *_args: Any, **_kwargs: Any) -> Any:
-        raise NotImplementedError("the NumPy reference has no optimiser, bundle or workflow")
+        raise NotImplementedError("the NumPy reference has no training loop, bundle or workflow")
 
     train_steps = save_bundle = load_bundle = e2e = _unsupported
 

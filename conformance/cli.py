@@ -6,13 +6,14 @@
                               [--run-dir DIR] [--keep] [--repeat N] [--jobs 3] [--timeout 600] [--quiet]
     python -m conformance list [--all]
     python -m conformance judge --run-dir DIR [--scenario ID ...] [--stage S ...] [--report-dir DIR]
-    python -m conformance spread --run-dir DIR [--scenario ID ...] [--stage S ...]
+    python -m conformance spread --run-dir DIR [--scenario ID ...] [--stage S ...] [--write conformance/spreads.json]
 
 ``run`` exits 1 when any verdict is ``fail``, ``error`` or ``xpass`` (or, with
 ``--repeat``, when two runs disagree), 0 when the gate is clean, 2 on a usage error.
 ``judge`` re-judges the records of an earlier run (made anywhere, by any version of the
 code) with this checkout's tolerances.  ``spread`` prints the worst disagreement per
-stage and tensor of a run: the measurement behind every stage tolerance.
+stage and tensor of a run: the measurement behind every stage tolerance; ``--write`` stores the
+per-scenario table (``conformance/spreads.json``) each tensor's tolerance is derived from.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     spr = sub.add_parser("spread", help="print the worst disagreement per stage and tensor of a run")
     selection(spr)
     spr.add_argument("--run-dir", type=Path, required=True)
+    spr.add_argument("--write", type=Path, metavar="JSON",
+                     help="also write the per-scenario spread table the tolerances derive from "
+                          "(conformance/spreads.json; needs every DEFAULT_GATE scenario and stage)")
     return parser
 
 
@@ -181,6 +185,8 @@ def _cmd_spread(args: argparse.Namespace) -> int:
     from conformance.tolerances import STAGE_TOLERANCES, resolve_tolerance
 
     scenarios = _load_scenarios(args.run_dir, args.scenario)
+    if args.write is not None:
+        _write_spreads(args, scenarios)
     rows = measure_spread(args.run_dir, scenarios, args.stage or None)
     print(f"{'stage':<14} {'tensor':<52} {'n':>4} {'max abs':>9} {'scaled':>9} {'max rel':>9} {'outside':>8} "
           f"{'atol':>8} {'margin':>8}  worst at")
@@ -202,6 +208,23 @@ def _cmd_spread(args: argparse.Namespace) -> int:
         print(f"  {key:<50} measured {measured:9.3g} (table {entry.measured if entry else '-':>9}) "
               f"outside {fraction:6.3g}  {row.tensor} @ {row.where}{'  STALE' if stale else ''}")
     return EXIT_OK
+
+
+def _write_spreads(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> None:
+    """``spread --write``: the per-scenario table of a complete clean run of DEFAULT_GATE."""
+    from conformance.compare import measure_scenario_spreads
+    from conformance.runner import record_versions
+    from conformance.scenarios import DEFAULT_GATE
+    from conformance.spreads import write_spreads
+
+    ids = [sc.id for sc in scenarios]
+    if args.scenario or args.stage or sorted(ids) != sorted(DEFAULT_GATE):
+        raise ValueError("--write measures the whole DEFAULT_GATE: run without --scenario/--stage on a run of it")
+    table = measure_scenario_spreads(args.run_dir, scenarios)
+    versions = record_versions(args.run_dir, ids)
+    path = write_spreads(args.write, table, command=f"python -m conformance spread --run-dir RUN --write {args.write}",
+                         versions=versions, scenarios=ids)
+    print(f"spread table: {path} ({sum(len(t) for st in table.values() for t in st.values())} tensors)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

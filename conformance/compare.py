@@ -49,12 +49,14 @@ from conformance.scenarios import (
     Scenario,
     ToleranceOverride,
 )
+from conformance.spreads import element_spread
 from conformance.tolerances import (
     DTYPE_DEFAULTS,
     E2E_CROSS,
     E2E_GAP,
     E2E_VS_TRUTH,
     E2E_VS_TRUTH_BY_SCENARIO,
+    STAGE_TOLERANCES,
     Tolerance,
     compare_arrays,
     resolve_tolerance,
@@ -77,6 +79,7 @@ __all__ = [
     "judge",
     "judge_scenario",
     "load_side",
+    "measure_scenario_spreads",
     "measure_spread",
     "repro_command",
 ]
@@ -491,11 +494,13 @@ def _missing_comparison(p: ArrayPair, ctx: str) -> Comparison:
                       f"{ctx}{p.tensor} [{p.pair}]: present in {present}, missing in {absent}")
 
 
-def compare_pair(p: ArrayPair, stage: str, overrides: Iterable[ToleranceOverride], ctx: str) -> Comparison:
-    """Compare one :class:`ArrayPair` with the tolerance :func:`resolve_tolerance` picks."""
+def compare_pair(p: ArrayPair, stage: str, overrides: Iterable[ToleranceOverride], ctx: str,
+                 scenario: str | None = None) -> Comparison:
+    """Compare one :class:`ArrayPair` with the tolerance :func:`resolve_tolerance` picks (for ``scenario``:
+    derived from its measured spread, ``conformance/spreads.json``)."""
     if p.a is None or p.b is None:
         return _missing_comparison(p, ctx)
-    tol = resolve_tolerance(stage, p.tensor, (p.a.dtype, p.b.dtype), overrides)
+    tol = resolve_tolerance(stage, p.tensor, (p.a.dtype, p.b.dtype), overrides, scenario=scenario, pair=p.pair)
     return compare_arrays(p.tensor, p.a, p.b, tol.rtol, tol.atol, pair=p.pair, scale_atol=tol.scale_atol,
                           context=ctx, source=tol.source, max_mismatch_fraction=tol.max_mismatch_fraction)
 
@@ -534,7 +539,7 @@ def _stage_seconds(stage: str, sides: Mapping[str, SideRecord]) -> float:
 def _checks(stage: str, scenario: Scenario, run_dir: Path, sides: Mapping[str, SideRecord], ctx: str
             ) -> list[Comparison]:
     overrides = tuple(scenario.tolerance_overrides)
-    checks = [compare_pair(p, stage, overrides, ctx) for p in array_pairs(stage, sides)]
+    checks = [compare_pair(p, stage, overrides, ctx, scenario.id) for p in array_pairs(stage, sides)]
     if stage == "configure":
         checks += _params_checks(sides, ctx, points=["after_configure"])
     elif stage == "params_cfg":
@@ -703,9 +708,9 @@ def judge(run_dir: Path, scenarios: Sequence[Scenario], stages: Sequence[str] | 
 class Spread:
     """The worst disagreement seen for one tensor of one stage over a set of records.
 
-    ``worst_scaled`` is ``max|a-b| / max(1, max|b|)`` (what a magnitude-scaled ``atol`` must
-    cover), ``worst_fraction`` the largest fraction of a tensor's elements outside the
-    element-wise bound of the tolerance currently in force (what a mismatch budget must cover).
+    ``worst_scaled`` is ``max|a-b| / max(max|a|, max|b|)`` (what a magnitude-scaled ``atol`` must
+    cover, :func:`conformance.tolerances.symmetric_scale`), ``worst_fraction`` the largest fraction of a
+    tensor's elements outside the element-wise bound of the stage row (what a mismatch budget must cover).
     """
 
     stage: str
@@ -720,7 +725,7 @@ class Spread:
     def add(self, scenario: str, p: ArrayPair, tol: Tolerance) -> None:
         """Fold one finite, same-shape comparison into the worst-case statistics."""
         cmp = compare_arrays(p.tensor, p.a, p.b, tol.rtol, tol.atol, pair=p.pair, scale_atol=tol.scale_atol)
-        scaled = (cmp.max_abs or 0.0) / max(1.0, float(np.abs(p.b).max(initial=0.0)))
+        scaled = element_spread(p.a, p.b, scaled=True, over=None)[0]
         self.n += 1
         self.worst_abs = max(self.worst_abs, cmp.max_abs or 0.0)
         self.worst_rel = max(self.worst_rel, cmp.max_rel or 0.0)
@@ -729,17 +734,12 @@ class Spread:
             self.worst_scaled, self.where = scaled, f"{scenario} [{p.pair}]"
 
 
-def measure_spread(run_dir: Path, scenarios: Sequence[Scenario], stages: Sequence[str] | None = None) -> list[Spread]:
-    """Worst errors per stage and tensor over every array pair of the records (the evidence for tolerances).
-
-    Pairs with a missing side, a shape/dtype mismatch or non-finite values are skipped
-    (the judge fails those); everything else counts, whatever the verdict.
-    """
+def _spread_pairs(run_dir: Path, scenarios: Sequence[Scenario], stages: Sequence[str] | None
+                  ) -> Iterator[tuple[Scenario, str, ArrayPair]]:
+    """Every finite, same-shape, numeric array pair of the records (the judge fails the others)."""
     wanted = [s for s in STAGES if stages is None or s in stages]
-    table: dict[tuple[str, str], Spread] = {}
     for scenario in scenarios:
         sides = {name: load_side(Path(run_dir), scenario.id, name) for name in (*BACKENDS, REFERENCE)}
-        overrides = tuple(scenario.tolerance_overrides)
         for stage in wanted:
             if stage not in scenario.stages:
                 continue
@@ -750,6 +750,37 @@ def measure_spread(run_dir: Path, scenarios: Sequence[Scenario], stages: Sequenc
                     continue
                 if not (np.all(np.isfinite(p.a)) and np.all(np.isfinite(p.b))):
                     continue
-                tol = resolve_tolerance(stage, p.tensor, (p.a.dtype, p.b.dtype), overrides)
-                table.setdefault((stage, p.tensor), Spread(stage, p.tensor)).add(scenario.id, p, tol)
+                yield scenario, stage, p
+
+
+def measure_spread(run_dir: Path, scenarios: Sequence[Scenario], stages: Sequence[str] | None = None) -> list[Spread]:
+    """Worst errors per stage and tensor over every array pair of the records (the evidence for tolerances).
+
+    Pairs with a missing side, a shape/dtype mismatch or non-finite values are skipped
+    (the judge fails those); everything else counts, whatever the verdict.  Judged with the stage rows
+    (not the per-scenario tolerances derived from an earlier measurement).
+    """
+    table: dict[tuple[str, str], Spread] = {}
+    for scenario, stage, p in _spread_pairs(run_dir, scenarios, stages):
+        tol = resolve_tolerance(stage, p.tensor, (p.a.dtype, p.b.dtype), tuple(scenario.tolerance_overrides))
+        table.setdefault((stage, p.tensor), Spread(stage, p.tensor)).add(scenario.id, p, tol)
     return [table[k] for k in sorted(table, key=lambda k: (STAGES.index(k[0]), k[1]))]
+
+
+def measure_scenario_spreads(run_dir: Path, scenarios: Sequence[Scenario], stages: Sequence[str] | None = None
+                             ) -> dict[str, dict[str, dict[str, dict[str, tuple[float, int, int]]]]]:
+    """``{scenario: {stage: {tensor: {pair: (d, n_over, n)}}}}`` for every pair a stage row governs.
+
+    ``d`` is normalised as the row says (:func:`conformance.spreads.element_spread`); ``n_over`` counts,
+    for rows with a mismatch budget, the elements beyond a tenth of the row's ``atol``.  This is what
+    ``python -m conformance spread --write`` stores in ``conformance/spreads.json``.
+    """
+    out: dict[str, dict[str, dict[str, dict[str, tuple[float, int, int]]]]] = {}
+    for scenario, stage, p in _spread_pairs(run_dir, scenarios, stages):
+        row = next((e for e in STAGE_TOLERANCES if e.matches(stage, p.tensor)), None)
+        if row is None:
+            continue
+        over = row.atol / 10.0 if row.max_mismatch_fraction else None
+        spread = element_spread(p.a, p.b, scaled=row.scale_atol, over=over)
+        out.setdefault(scenario.id, {}).setdefault(stage, {}).setdefault(p.tensor, {})[p.pair] = spread
+    return out

@@ -67,6 +67,7 @@ STAGES: tuple[str, ...] = (
     "losses",
     "gradients",
     "train_k_steps",
+    "optimizer",
     "save_load",
     "transplant",
     "params_cfg",
@@ -85,14 +86,15 @@ PHASES: tuple[str, ...] = ("produce", "consume")
 #: Stages each phase records (``params_cfg`` in both: snapshots after configure/training, after load).
 PHASE_STAGES: dict[str, tuple[str, ...]] = {
     "produce": (
-        "configure", "physics_ops", "forward", "losses", "gradients", "train_k_steps", "save_load",
+        "configure", "physics_ops", "forward", "losses", "gradients", "train_k_steps", "optimizer", "save_load",
         "bundle_layout", "params_cfg", "e2e", "data", "config", "workflow",
     ),
     "consume": ("save_load", "transplant", "params_cfg", "inference"),
 }  # fmt: skip
-#: Stages the NumPy reference runs (it has no gradients, optimiser, bundle or workflow).
-REFERENCE_STAGES: frozenset[str] = frozenset({"configure", "physics_ops", "forward", "losses", "transplant",
-                                              "params_cfg", "data", "config", "inference"})
+#: Stages the NumPy reference runs (it has no gradients, bundle or workflow; its optimiser is the formula
+#: ``ptycho.reference.optim.adam_step``, stepped on the fixed gradients of the ``optimizer`` stage).
+REFERENCE_STAGES: frozenset[str] = frozenset({"configure", "physics_ops", "forward", "losses", "optimizer",
+                                              "transplant", "params_cfg", "data", "config", "inference"})
 #: A stage needs these stages of the same scenario to have run first (they are added by :func:`stage_closure`).
 STAGE_REQUIRES: dict[str, tuple[str, ...]] = {
     "transplant": ("save_load",),  # the peer's bundle and trained weights are written by its save_load
@@ -100,11 +102,13 @@ STAGE_REQUIRES: dict[str, tuple[str, ...]] = {
     "inference": ("workflow",),  # the bundles reloaded are the ones each backend's own workflow saved
 }
 
-#: The stage sets the registry uses: CORE (no training, no bundle), TRAIN (+ k Adam steps), FULL (+ bundle,
-#: fresh-process load, transplant, layout), E2E (each backend's own workflow).
+#: The stage sets the registry uses: CORE (no training, no bundle), TRAIN (+ k Adam steps and the optimizer
+#: alone on fixed gradients), FULL (+ bundle, fresh-process load, transplant, layout), E2E (each backend's own
+#: workflow).
 CORE: tuple[str, ...] = ("configure", "physics_ops", "forward", "losses", "gradients", "params_cfg")
-TRAIN: tuple[str, ...] = (*CORE[:-1], "train_k_steps", "params_cfg")
-FULL: tuple[str, ...] = (*CORE[:-1], "train_k_steps", "save_load", "transplant", "params_cfg", "bundle_layout")
+TRAIN: tuple[str, ...] = (*CORE[:-1], "train_k_steps", "optimizer", "params_cfg")
+FULL: tuple[str, ...] = (*CORE[:-1], "train_k_steps", "optimizer", "save_load", "transplant", "params_cfg",
+                         "bundle_layout")
 E2E: tuple[str, ...] = ("configure", "params_cfg", "e2e")
 #: Each backend's user-facing code (specs/conformance.md, "User paths"): its own data pipeline, every config
 #: door, its own training loop (the run e2e scores) and its inference entry points on the saved bundles.

@@ -24,6 +24,8 @@ Phase ``produce`` (stages in this order; ``params.cfg`` snapshots in brackets):
 * ``losses`` / ``gradients``: ``losses/{poisson_nll,mae,total}`` (0-d float64),
   ``gradients/<canonical name>``;
 * ``train_k_steps``: ``train_k_steps/loss`` ``[k]`` and ``train_k_steps/weights/<name>`` [``after_training``];
+* ``optimizer``: ``optimizer/<case>/<name>`` ``[steps, *shape]``: the side's optimizer alone stepped on the
+  fixed gradients of ``conformance.optimizer_check`` (the reference: the Adam formula);
 * ``save_load``: ``save_load/saver/<key>`` (forward after training), the bundle
   ``RUN/<sid>/<side>/bundle/wts.h5.zip`` and ``trained_weights.npz`` (canonical, in memory);
 * ``bundle_layout``: the bundle's member tree, manifest, backend tag and canonical weight
@@ -290,6 +292,16 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
                 rec.put("train_k_steps", f"weights/{name}", w)
             entry["values"] = {"loss": [float(v) for v in losses]}
         rec.snapshot("after_training")
+
+    if "optimizer" in stages:
+        with rec.stage("optimizer") as entry:
+            from conformance.optimizer_check import CASES, optimizer_case
+
+            for case in CASES:
+                weights, grads, lrs = optimizer_case(sc, case)
+                for name, value in adapter.optimizer_steps(weights, grads, lrs).items():
+                    rec.put("optimizer", f"{case}/{name}", value)
+                entry["values"][f"{case}_lrs"] = lrs
 
     if "save_load" in stages:
         with rec.stage("save_load") as entry:

@@ -39,7 +39,7 @@ __all__ = [
 #: The backends a mutant can target (the reference is never mutated).
 BACKENDS: tuple[str, ...] = ("tensorflow", "pytorch")
 
-#: The bug classes issue 5 item 9 requires a mutant for (``Mutant.bug_class`` values).
+#: The bug classes issue 5 item 9 requires a mutant for, plus those of issue 10 item 2 (``Mutant.bug_class``).
 REQUIRED_BUG_CLASSES: tuple[str, ...] = (
     "offset sign flip",
     "x/y swap",
@@ -53,6 +53,8 @@ REQUIRED_BUG_CLASSES: tuple[str, ...] = (
     "ifftshift added before the FFT",
     "channels-first/last confusion in stitching",
     "Gaussian smoothing sigma ignored",
+    "optimizer constant drift",
+    "gradient lost on one side",
 )
 
 
@@ -213,6 +215,36 @@ _MUTANTS: tuple[Mutant, ...] = (
         description="TensorFlow illumination smooths with sigma 0 whatever gaussian_smoothing_sigma says",
         expected=(("forward", "forward/illuminated"),),
         scenarios=("smoothing_gs1",),
+    ),
+)
+
+_MUTANTS += (
+    Mutant(
+        name="adam_beta2_drift",
+        backend="tensorflow",
+        bug_class="optimizer constant drift",
+        upstream="issue 10 item 2: optimizer constants whose drift hides inside the train_k_steps tolerance",
+        description="TensorFlow's Adam uses beta_2 = 0.99 instead of the shared 0.999",
+        expected=(("optimizer", "optimizer/*"),),
+        scenarios=("gs1_n32",),
+    ),
+    Mutant(
+        name="adam_epsilon_drift",
+        backend="pytorch",
+        bug_class="optimizer constant drift",
+        upstream="issue 10 item 2; torch.optim.Adam's eps default 1e-8 vs Keras' 1e-7",
+        description="torch's KerasAdam defaults to eps = 1e-8 instead of the shared 1e-7",
+        expected=(("optimizer", "optimizer/tiny/*"), ("optimizer", "optimizer/mixed/*")),
+        scenarios=("gs1_n32",),
+    ),
+    Mutant(
+        name="gradient_zeroed",
+        backend="pytorch",
+        bug_class="gradient lost on one side",
+        upstream="issue 10 item 2: an all-zero gradient on one side must fail (symmetric scale)",
+        description="torch reports an all-zero gradient for the phase head's last border convolution",
+        expected=(("gradients", "gradients/decoder_phase.head.border.block.conv1.kernel"),),
+        scenarios=("gs1_n32",),
     ),
 )
 

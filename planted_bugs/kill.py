@@ -1,8 +1,9 @@
-"""The kill run: the real gate once per mutant, plus the clean gate twice.
+"""The kill run: the real FULL default gate once per mutant, plus the clean gate twice.
 
 For every mutant (:data:`planted_bugs.REGISTRY`) :func:`run_mutant` runs
-``conformance.runner.run_gate`` on the mutant's scenarios with ``PTYCHO_MUTANT=<name>`` in its
-own run directory and :func:`diagnose` classifies the result:
+``conformance.runner.run_gate`` on every scenario of ``conformance.scenarios.DEFAULT_GATE`` (what a
+pull request runs, not scenarios picked for the mutant) with ``PTYCHO_MUTANT=<name>`` in its own run
+directory and :func:`diagnose` classifies the result:
 
 * ``caught``: the gate failed and a failing verdict names one of the mutant's expected checks;
 * ``wrong check``: the gate failed, but only in checks the mutant does not expect (a
@@ -10,7 +11,7 @@ own run directory and :func:`diagnose` classifies the result:
 * ``survived``: the gate passed, or failed only in checks that fail on clean code too;
 * ``crashed``: the gate itself raised (not a verdict: the harness broke).
 
-The clean gate runs twice on the union of the mutants' scenarios (:func:`clean_result`); both
+The clean gate runs twice on DEFAULT_GATE too (:func:`clean_result`); both
 runs must pass and have identical verdict signatures (``conformance.runner.verdict_signature``).  Checks that fail
 in the clean gate are the baseline: they never count towards catching a mutant.  Mutant and
 clean gates run concurrently, ``jobs`` at a time.  The kill table goes to stdout and, as
@@ -47,6 +48,7 @@ __all__ = [
     "main",
     "markdown",
     "clean_result",
+    "gate_scenarios",
     "run_gate_once",
     "run_mutant",
 ]
@@ -61,6 +63,8 @@ GATE_JOBS = 3
 DEFAULT_JOBS = min(4, max(1, os.cpu_count() or 1))
 #: Failing checks listed per mutant in the table (all of them are in the JSON).
 _LISTED = 3
+#: A rerun command lists the scenarios only when there are fewer than this (else it is the default gate).
+_FULL_GATE_LISTED = 8
 _MARKS = {"caught": "✅ caught", "survived": "❌ survived", "wrong check": "❌ wrong check"}
 
 GateFn = Callable[..., GateResult]
@@ -200,11 +204,20 @@ def run_gate_once(
     return GateRun(result, time.monotonic() - t0)
 
 
+def gate_scenarios(mutant: Mutant, *, quick: bool = False) -> list[str]:
+    """The scenarios a mutant is judged on: every one of DEFAULT_GATE (``quick``: only ``mutant.scenarios``,
+    the ones that exercise it, for iterating on a mutant; never for the kill table of record)."""
+    from conformance.scenarios import DEFAULT_GATE
+
+    return list(mutant.scenarios) if quick else list(DEFAULT_GATE)
+
+
 def run_mutant(
-    mutant: Mutant, run_root: Path, *, threads: int, timeout_s: float, gate: GateFn | None = None
+    mutant: Mutant, run_root: Path, *, threads: int, timeout_s: float, gate: GateFn | None = None,
+    quick: bool = False,
 ) -> GateRun:
-    """The gate on ``mutant.scenarios`` with the mutant active, in ``run_root/<name>``."""
-    return run_gate_once(mutant.name, mutant.scenarios, run_root / mutant.name, threads=threads,
+    """The full default gate (``quick``: ``mutant.scenarios``) with the mutant active, in ``run_root/<name>``."""
+    return run_gate_once(mutant.name, gate_scenarios(mutant, quick=quick), run_root / mutant.name, threads=threads,
                          timeout_s=timeout_s, gate=gate)
 
 
@@ -214,7 +227,9 @@ def kill_row(mutant: Mutant, run: GateRun, baseline: Collection[str] = ()) -> Ki
         return KillRow(mutant.name, mutant.backend, mutant.bug_class, mutant.target,
                        mutant.expected_labels(), list(mutant.scenarios), "crashed", seconds=run.seconds,
                        message=run.error or "")
-    return diagnose(mutant, run.result, run.seconds, baseline)
+    row = diagnose(mutant, run.result, run.seconds, baseline)
+    row.scenarios = list(run.result.scenarios)
+    return row
 
 
 @dataclass
@@ -299,10 +314,10 @@ def markdown(rows: Sequence[KillRow], clean: CleanRun | None, seconds: float, ok
         lines += [
             f"<details><summary><code>{r.mutant}</code>: {r.status}</summary>",
             "",
-            f"- patched: `{r.target}` ({r.backend}); scenarios: {', '.join(f'`{s}`' for s in r.scenarios)}",
+            f"- patched: `{r.target}` ({r.backend}); judged on {len(r.scenarios)} scenarios",
             f"- {r.message}",
-            "- rerun: `PTYCHO_MUTANT=" + r.mutant + " python -m conformance run "
-            + " ".join(f"--scenario {s}" for s in r.scenarios) + "`",
+            "- rerun: `PTYCHO_MUTANT=" + r.mutant + " python -m conformance run"
+            + "".join(f" --scenario {s}" for s in r.scenarios if len(r.scenarios) < _FULL_GATE_LISTED) + "`",
         ]
         lines += [f"- expected hit: `{c}`" for c in r.caught_by]
         lines += [f"- also failing: `{c}`" for c in r.also_failing]
@@ -357,6 +372,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-root", type=Path, default=None,
                    help="keep the gates' run directories here (default: a temporary directory, removed)")
     p.add_argument("--skip-clean", action="store_true", help="do not run the clean gate twice (quick iteration)")
+    p.add_argument("--quick", action="store_true",
+                   help="judge each mutant on its own Mutant.scenarios only (iteration; the table of record "
+                        "uses the full DEFAULT_GATE)")
     return p
 
 
@@ -370,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     run_root = args.run_root or Path(tempfile.mkdtemp(prefix="ptycho-mutants-"))
     run_root.mkdir(parents=True, exist_ok=True)
-    scenarios = list(dict.fromkeys(s for m in mutants for s in m.scenarios))
+    scenarios = list(dict.fromkeys(s for m in mutants for s in gate_scenarios(m, quick=args.quick)))
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             clean_futures = [] if args.skip_clean else [
@@ -378,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             timeout_s=args.timeout)
                 for i in (1, 2)
             ]  # fmt: skip
-            futures = [pool.submit(run_mutant, m, run_root, threads=threads, timeout_s=args.timeout) for m in mutants]
+            futures = [pool.submit(run_mutant, m, run_root, threads=threads, timeout_s=args.timeout, quick=args.quick)
+                       for m in mutants]
             runs = []
             for m, fut in zip(mutants, futures, strict=True):
                 run = fut.result()

@@ -8,6 +8,8 @@ All arrays in and out are NumPy in the data-contract layout (channels-last image
 * :func:`forward` -> every named intermediate of ``ptycho.reference.model.forward``;
 * :func:`loss_and_grads`, :func:`train_steps` (Adam, Keras formula; the optimizer state
   lives in the handle, so successive calls continue one optimisation);
+* :func:`optimizer_steps`: the training optimizer (:func:`ptycho_tf.optim.make_optimizer`) alone,
+  stepped on given gradients;
 * :func:`physics_op` -> the ``ptycho_tf.physics`` op of the same name as the reference op;
 * :func:`save_bundle` / :func:`load_bundle` through :mod:`ptycho_tf.model_manager`.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "get_weights",
     "load_bundle",
     "loss_and_grads",
+    "optimizer_steps",
     "physics_op",
     "save_bundle",
     "set_weights",
@@ -187,6 +190,32 @@ def train_steps(
         target = tf.zeros((x.shape[0], x.shape[1], x.shape[2], 1), tf.float32)
         out.append(float(trainer.step(x, pos, target)["total"]))
     return out
+
+
+def optimizer_steps(
+    weights: Mapping[str, np.ndarray], grads: Sequence[Mapping[str, np.ndarray]], lrs: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Step the training optimizer alone: one update per entry of ``grads`` at the rate ``lrs[i]``.
+
+    ``weights``: float32 arrays (any shapes); ``grads[i]``: the gradient of every weight at step ``i``.
+    The optimizer is :func:`ptycho_tf.optim.make_optimizer` (what :class:`ptycho_tf.training.Trainer`
+    steps with), its rate changed between steps as :meth:`Trainer.set_learning_rate` does.
+    Returns ``{name: float32 [len(grads), *shape]}``, the weights after each step.
+    """
+    if len(grads) != len(lrs):
+        raise ValueError(f"{len(grads)} gradient steps but {len(lrs)} learning rates")
+    names = sorted(weights)
+    variables = [tf.Variable(np.asarray(weights[n], np.float32), name=n) for n in names]
+    optimizer = make_optimizer(float(lrs[0]) if lrs else 1e-3)
+    optimizer.build(variables)
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for g, lr in zip(grads, lrs, strict=True):
+        optimizer.learning_rate.assign(float(lr))
+        optimizer.apply_gradients([(tf.constant(np.asarray(g[n], np.float32)), v)
+                                   for n, v in zip(names, variables, strict=True)])
+        for n, v in zip(names, variables, strict=True):
+            out[n].append(v.numpy().copy())
+    return {n: np.stack(out[n]).astype(np.float32) for n in names}
 
 
 def physics_op(name: str, *args: Any, **kwargs: Any) -> Any:

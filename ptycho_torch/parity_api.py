@@ -48,6 +48,7 @@ __all__ = [
     "get_weights",
     "load_bundle",
     "loss_and_grads",
+    "optimizer_steps",
     "physics_op",
     "save_bundle",
     "set_weights",
@@ -200,6 +201,34 @@ def train_steps(
         handle.optimizer.step()
         out.append(float(total.detach()))
     return out
+
+
+def optimizer_steps(
+    weights: Mapping[str, np.ndarray], grads: Sequence[Mapping[str, np.ndarray]], lrs: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Step the training optimizer alone: one update per entry of ``grads`` at the rate ``lrs[i]``.
+
+    ``weights``: float32 arrays (any shapes); ``grads[i]``: the gradient of every weight at step ``i``.
+    The optimizer is :class:`ptycho_torch.optim.KerasAdam` with its defaults, as the Lightning module
+    and :func:`train_steps` create it, its rate changed between steps through the parameter group
+    (as the Lightning module's schedule does).  Returns ``{name: float32 [len(grads), *shape]}``,
+    the weights after each step.
+    """
+    if len(grads) != len(lrs):
+        raise ValueError(f"{len(grads)} gradient steps but {len(lrs)} learning rates")
+    names = sorted(weights)
+    params_ = [torch.nn.Parameter(torch.from_numpy(np.array(weights[n], np.float32))) for n in names]
+    optimizer = KerasAdam(params_, lr=float(lrs[0]) if lrs else conventions.LEARNING_RATE)
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for g, lr in zip(grads, lrs, strict=True):
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+        for n, p in zip(names, params_, strict=True):
+            p.grad = torch.from_numpy(np.array(g[n], np.float32))
+        optimizer.step()
+        for n, p in zip(names, params_, strict=True):
+            out[n].append(p.detach().numpy().copy())
+    return {n: np.stack(out[n]).astype(np.float32) for n in names}
 
 
 # --------------------------------------------------------------------------- physics ops

@@ -12,11 +12,14 @@ from hypothesis.extra import numpy as hnp
 
 from conformance.tolerances import (
     DTYPE_DEFAULTS,
+    SPREAD_FLOOR,
     STAGE_TOLERANCES,
     StageTolerance,
     compare_arrays,
+    derive_tolerance,
     dtype_default,
     resolve_tolerance,
+    symmetric_scale,
     worst_slice,
 )
 
@@ -127,8 +130,9 @@ def test_magnitude_scaled_atol_scales_with_largest_expected_value():
     assert not compare_arrays("t", a, b, 0.0, 1e-5).passed
     c = compare_arrays("t", a, b, 0.0, 1e-5, scale_atol=True)  # atol_eff = 1e-5 * 1000 = 1e-2
     assert c.passed and "= 0.01" in c.message
-    small = np.array([0.5, 0.0])  # max|b| < 1: atol is not shrunk
-    assert not compare_arrays("t", small + np.array([0, 2e-5]), small, 0.0, 1e-5, scale_atol=True).passed
+    small = np.array([0.5, 0.0])  # the scale is the larger side's largest value, also below 1
+    assert compare_arrays("t", small + np.array([0, 4e-6]), small, 0.0, 1e-5, scale_atol=True).passed
+    assert not compare_arrays("t", small + np.array([0, 6e-6]), small, 0.0, 1e-5, scale_atol=True).passed
 
 
 def test_zero_d_arrays():
@@ -226,12 +230,71 @@ def test_an_array_always_matches_itself(a):
 
 
 @given(finite32, st.floats(1e-6, 1e-2), st.floats(1e-7, 1e-2))
-def test_mismatch_count_agrees_with_numpy_isclose(b, rtol, atol):
+def test_mismatch_count_agrees_with_the_symmetric_isclose_rule(b, rtol, atol):
     a = (b * np.float32(1 + rtol) + np.float32(atol * 0.5)).astype(np.float32)
     c = compare_arrays("t", a, b, rtol, atol)
-    expected = ~np.isclose(a.astype(np.float64), b.astype(np.float64), rtol=rtol, atol=atol)
+    aw, bw = a.astype(np.float64), b.astype(np.float64)
+    expected = np.abs(aw - bw) > atol + rtol * np.maximum(np.abs(aw), np.abs(bw))  # math.isclose's rule
     assert c.n_mismatch == int(expected.sum())
     assert c.passed == (not expected.any())
+
+
+@given(finite32, finite32, st.floats(0.0, 1e-2), st.floats(0.0, 1e-2), st.booleans())
+def test_the_verdict_is_symmetric_in_the_two_sides(a, b, rtol, atol, scaled):
+    if a.shape != b.shape:
+        b = np.resize(b, a.shape).astype(np.float32)
+    ab = compare_arrays("t", a, b, rtol, atol, scale_atol=scaled)
+    ba = compare_arrays("t", b, a, rtol, atol, scale_atol=scaled)
+    assert (ab.passed, ab.n_mismatch, ab.max_abs) == (ba.passed, ba.n_mismatch, ba.max_abs)
+
+
+@pytest.mark.parametrize("zero_side", ["a", "b"])
+def test_an_all_zero_gradient_on_either_side_fails_the_scaled_check(zero_side):
+    rng = np.random.default_rng(1)
+    g = (rng.standard_normal((3, 3, 4, 8)) * 1e-3).astype(np.float32)  # small: max|g| < 1
+    zero = np.zeros_like(g)
+    a, b = (zero, g) if zero_side == "a" else (g, zero)
+    c = compare_arrays("gradients/w", a, b, 1.3e-6, 0.08, scale_atol=True)  # even the loosest gradient row
+    assert not c.passed and c.n_mismatch > 0.5 * g.size
+    assert symmetric_scale(a, b) == pytest.approx(float(np.abs(g).max()))
+    assert compare_arrays("gradients/w", zero, zero.copy(), 1.3e-6, 0.08, scale_atol=True).passed
+
+
+def test_symmetric_scale_ignores_nonfinite_and_uses_the_modulus():
+    a = np.array([1.0, np.nan, -3.0])
+    assert symmetric_scale(a, np.array([2.0, 0.0, np.inf])) == 3.0
+    assert symmetric_scale(np.array([3 + 4j]), np.array([1j])) == 5.0
+    assert symmetric_scale(np.zeros(2), np.zeros(2)) == 0.0
+
+
+def test_derived_tolerance_is_ten_times_the_scenario_spread_rounded_up_with_a_floor():
+    row = StageTolerance("gradients", "gradients/*", 1.3e-6, 0.08, True, 7.49e-3, "test")
+    t = derive_tolerance(row, (3.45e-4, 0, 100))
+    assert (t.atol, t.rtol, t.scale_atol, t.max_mismatch_fraction) == (4e-3, 1.3e-6, True, 0.0)
+    assert "3.45e-04" in t.source or "0.000345" in t.source
+    assert derive_tolerance(row, (0.0, 0, 100)).atol == SPREAD_FLOOR  # bit-identical: the floor, not 0
+    assert derive_tolerance(row, (0.05, 0, 100)) is None  # worse than the row: a stale table
+    budget_row = StageTolerance("train_k_steps", "train_k_steps/weights/*", 0.0, 1e-3, False, 4.6e-3, "t", 0.2,
+                                1.6e-2)
+    small = derive_tolerance(budget_row, (2e-6, 0, 64))
+    assert small.atol == 2e-5 and small.max_mismatch_fraction == 0.0
+    flips = derive_tolerance(budget_row, (4.6e-3, 3, 64))  # noise-level Adam flips: the row and its budget
+    assert flips.atol == 1e-3 and flips.max_mismatch_fraction == 0.2
+
+
+def test_resolution_uses_the_scenario_spread_only_with_scenario_and_pair():
+    spreads = {"spreads": {"s1": {"gradients": {"gradients/w": {"tensorflow~pytorch": [1e-4, 0, 10]}}}}}
+    kw = {"spreads": spreads}
+    row = next(e for e in STAGE_TOLERANCES if e.matches("gradients", "gradients/w")).atol
+    assert resolve_tolerance("gradients", "gradients/w", ["float32"], **kw).atol == row  # no scenario: the row
+    t = resolve_tolerance("gradients", "gradients/w", ["float32"], scenario="s1", pair="tensorflow~pytorch", **kw)
+    assert t.atol == 1e-3 and "spreads.json" in t.source
+    other = resolve_tolerance("gradients", "gradients/w", ["float32"], scenario="s2", pair="tensorflow~pytorch", **kw)
+    assert other.atol == row  # a scenario the table lacks: the row
+    ov = _Override("gradients", "gradients/*", 0.0, 0.5, "why", "measured")
+    t = resolve_tolerance("gradients", "gradients/w", ["float32"], [ov], scenario="s1", pair="tensorflow~pytorch",
+                          **kw)
+    assert t.atol == 0.5  # an override wins over the derived tolerance
 
 
 def _spec_rows() -> list[list[str]]:
@@ -268,3 +331,58 @@ def test_spec_tolerance_table_matches_the_code():
         budgeted = budgeted_row(e)
         expected_margin = e.max_mismatch_fraction / e.measured_fraction if budgeted else e.atol / e.measured
         assert int(margin.rstrip("x")) == round(expected_margin) and expected_margin >= 10
+
+
+# --------------------------------------------------------------------------- the spread table and the code
+
+
+def _table_entries():
+    from conformance.spreads import load_spreads
+
+    doc = load_spreads()
+    for sid, stages in doc["spreads"].items():
+        for stage, tensors in stages.items():
+            for tensor, pairs in tensors.items():
+                for pair, (d, n_over, n) in pairs.items():
+                    yield sid, stage, tensor, pair, float(d), int(n_over), int(n)
+
+
+def test_spread_table_measures_every_default_gate_scenario_and_stage_with_a_row():
+    from conformance.scenarios import DEFAULT_GATE, REGISTRY
+    from conformance.spreads import load_spreads
+
+    doc = load_spreads()
+    assert doc["measured"]["scenarios"] and sorted(doc["measured"]["scenarios"]) == sorted(DEFAULT_GATE)
+    governed = {e.stage for e in STAGE_TOLERANCES}
+    for sid in DEFAULT_GATE:
+        for stage in set(REGISTRY[sid].stages) & governed:
+            assert doc["spreads"].get(sid, {}).get(stage), f"{sid}/{stage} has no measured spread: regenerate"
+    assert set(doc["spreads"]) <= set(DEFAULT_GATE)  # no scenario that left the gate
+
+
+def test_stage_rows_are_the_maxima_of_the_spread_table():
+    worst: dict[int, float] = {}
+    for _sid, stage, tensor, _pair, d, _n_over, _n in _table_entries():
+        i = next(i for i, e in enumerate(STAGE_TOLERANCES) if e.matches(stage, tensor))
+        worst[i] = max(worst.get(i, 0.0), d)
+    for i, e in enumerate(STAGE_TOLERANCES):
+        assert i in worst, f"row {e.stage} {e.tensor_glob} governs no measured tensor"
+        assert e.measured == pytest.approx(worst[i], rel=1e-2), (e.stage, e.tensor_glob, worst[i])
+
+
+def test_every_derived_tolerance_is_at_least_ten_times_its_spread():
+    n_derived = 0
+    for _sid, stage, tensor, _pair, d, n_over, n in _table_entries():
+        row = next(e for e in STAGE_TOLERANCES if e.matches(stage, tensor))
+        t = derive_tolerance(row, (d, n_over, n))
+        assert t is not None, (stage, tensor)
+        if row.atol == 0.0:  # an exact row: measured 0, compared exactly
+            assert d == 0.0 and t.atol == 0.0 and t.rtol == 0.0
+            continue
+        if t.max_mismatch_fraction:  # noise-level Adam flips: the row's budget covers them
+            assert row.max_mismatch_fraction >= 10 * row.measured_fraction
+        else:
+            assert t.atol >= 10 * d * (1 - 1e-12) and t.atol <= row.atol
+            n_derived += 1
+    assert n_derived > 1000
+
