@@ -13,6 +13,14 @@ epoch=e)`` split by ``batches(order, batch_size)`` (:class:`PlanBatchSampler`; L
 ``set_epoch``).  Validation and inference go in index order.  The dataset is indexed by a whole
 batch of indices at once (``DataLoader(batch_size=None, sampler=<batch sampler>)``), so a batch is
 one tensor gather, not ``batch_size`` item lookups and a collate.
+
+Data-parallel training (Lightning DDP, ``use_distributed_sampler=False``): the training sampler
+shards every global batch over the ranks by the core rule of :mod:`ptycho.distributed` (contiguous
+``array_split`` shards of the same global order; training batches smaller than the world size are
+dropped on every rank so all ranks take the same number of steps).  Rank and world size are read
+from ``torch.distributed`` when the sampler is iterated (the process group exists by then, under
+``ddp`` and ``ddp_spawn`` alike), unless given.  Validation and inference samplers are built with
+``world_size=1``: every rank evaluates the whole validation split.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ptycho.conventions import channels, tf_to_torch_images, tf_to_torch_positions
+from ptycho.distributed import kept_batches, replica_batches
 from ptycho.errors import DataContractError
 from ptycho.loader import PtychoDataContainer
 from ptycho.training_plan import batches, epoch_order, split_train_val
@@ -37,7 +46,17 @@ __all__ = [
     "build_training_loaders",
     "check_channels",
     "data_device",
+    "world",
 ]
+
+
+def world() -> tuple[int, int]:
+    """``(world_size, rank)`` of the initialised ``torch.distributed`` process group, else ``(1, 0)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
 
 
 def check_channels(container: PtychoDataContainer, gridsize: int, *, name: str = "data") -> None:
@@ -91,38 +110,64 @@ class GroupedTensors(Dataset):
 
 
 class PlanBatchSampler(Sampler[list[int]]):
-    """Yields the batches of ``ptycho.training_plan`` over a subset of dataset indices.
+    """Yields this rank's shard of each batch of ``ptycho.training_plan`` over a subset of dataset indices.
 
     Args:
         indices: dataset indices of the subset (e.g. the training split), int ``[n]``.
-        batch_size: groups per batch (the last batch may be smaller).
+        batch_size: groups per *global* batch (the last batch may be smaller).
         seed: workflow seed; epoch ``e`` visits ``indices[epoch_order(n, seed=seed, epoch=e)]``.
         shuffle: False keeps ``indices`` in order (validation, inference, sequential sampling).
+        world_size, rank: the data-parallel group (every rank gets the same number of shards,
+            :func:`ptycho.distributed.replica_batches`); default :func:`world` at iteration time;
+            ``world_size=1`` for evaluation (every rank sees every batch).
     """
 
-    def __init__(self, indices: np.ndarray, batch_size: int, *, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        indices: np.ndarray,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        world_size: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
+        self._world = None if world_size is None else (int(world_size), int(rank or 0))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order :meth:`__iter__` yields (Lightning calls this every epoch)."""
         self.epoch = int(epoch)
 
-    def batch_indices(self, epoch: int | None = None) -> list[np.ndarray]:
-        """The batches of ``epoch`` (default: the current one) as arrays of dataset indices."""
+    def world(self) -> tuple[int, int]:
+        """``(world_size, rank)`` this sampler shards for."""
+        return self._world if self._world is not None else world()
+
+    def global_batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """The global batches of ``epoch`` (default: the current one) as arrays of dataset indices."""
         e = self.epoch if epoch is None else int(epoch)
         order = epoch_order(len(self.indices), seed=self.seed, epoch=e, shuffle=self.shuffle)
         return [self.indices[b] for b in batches(order, self.batch_size)]
+
+    def batch_indices(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This rank's batches of ``epoch`` (all of :meth:`global_batches` for one process)."""
+        plan = self.global_batches(epoch)
+        size, rank = self.world()
+        return plan if size == 1 else replica_batches(plan, size, rank)
 
     def __iter__(self) -> Iterator[list[int]]:
         for b in self.batch_indices():
             yield b.tolist()
 
     def __len__(self) -> int:
-        return -(-len(self.indices) // self.batch_size)
+        size, _rank = self.world()
+        if size == 1:
+            return -(-len(self.indices) // self.batch_size)
+        return len(kept_batches(self.global_batches(), size))
 
 
 def data_device(container: PtychoDataContainer, device: torch.device | str | None, num_workers: int) -> torch.device:
@@ -176,7 +221,8 @@ def build_training_loaders(
     train = _loader(dataset, PlanBatchSampler(train_idx, batch_size, seed=seed, shuffle=shuffle), execution_config)
     val = None
     if len(val_idx):
-        val = _loader(dataset, PlanBatchSampler(val_idx, batch_size, seed=seed, shuffle=False), execution_config)
+        val = _loader(dataset, PlanBatchSampler(val_idx, batch_size, seed=seed, shuffle=False, world_size=1),
+                      execution_config)
     return train, val
 
 
@@ -193,5 +239,5 @@ def build_inference_loader(
     check_channels(container, gridsize)
     workers = int(getattr(execution_config, "num_workers", 0) or 0)
     dataset = GroupedTensors(container, intensity_scale, device=data_device(container, device, workers))
-    sampler = PlanBatchSampler(np.arange(len(dataset)), batch_size, shuffle=False)
+    sampler = PlanBatchSampler(np.arange(len(dataset)), batch_size, shuffle=False, world_size=1)
     return _loader(dataset, sampler, execution_config)

@@ -69,8 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop-patience", dest="early_stop_patience", type=int, default=100)
     p.add_argument("--accumulate-grad-batches", dest="accumulate_grad_batches", type=int, default=1)
     p.add_argument("--gradient-clip-val", dest="gradient_clip_val", type=float, default=None)
+    p.add_argument("--devices", type=_devices, default=1,
+                   help="devices (processes) per node; > 1 trains data-parallel with --strategy")
+    p.add_argument("--num_nodes", "--num-nodes", dest="num_nodes", type=int, default=1,
+                   help="nodes of a multi-node run (torchrun / SLURM set the ranks)")
+    p.add_argument("--strategy", default="auto",
+                   help="Lightning strategy: auto, ddp (a process per device), ddp_spawn; batch_size is the "
+                        "global batch, split over devices x num_nodes ranks")
     add_common_execution_flags(p)
     return p
+
+
+def _devices(text: str) -> int | str:
+    """``--devices``: a positive integer or 'auto'."""
+    return text if text == "auto" else int(text)
 
 
 class _CheckpointToggle(argparse.Action):
@@ -113,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train, test, payload.tf_training_config, execution_config=payload.execution_config,
         runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,
     )
+    if results.get("global_rank", 0) != 0:
+        return 0  # a 'ddp' worker: rank 0 writes the bundle, history and images
     history = {k: v for k, v in results["history"].items() if v}
     common.write_history_csv(history, output_dir / "history.csv")
     common.plot_history_png({k: history[k] for k in ("train_loss", "val_loss") if k in history},
