@@ -261,7 +261,7 @@ class PtychoPINN_Lightning(L.LightningModule):
         self.log("learning_rate", self.history["learning_rate"][-1], on_step=False, on_epoch=True)
 
     def get_extra_state(self) -> dict[str, Any]:
-        """The per-epoch history (plain lists), carried in ``state_dict`` (``ddp_spawn`` sends it to the main process)."""
+        """The per-epoch history (plain lists) in ``state_dict``: ``ddp_spawn`` sends it to the main process."""
         return {"history": {k: list(v) for k, v in self.history.items()}}
 
     def set_extra_state(self, state: Any) -> None:

@@ -123,11 +123,9 @@ def _train_with_lightning(
     ``params.cfg`` must already hold ``intensity_scale`` and ``probe`` (done by
     :func:`train_cdi_model_torch`).  Returns ``history``, ``models``, ``trainer``, ``lightning_module``.
     """
-    from ptycho_torch.training import PtychoPINN_Lightning
-    from ptycho_torch.workflows.trainer import build_trainer
-
     from ptycho.distributed import check_world_size
-    from ptycho_torch.workflows.trainer import world_size
+    from ptycho_torch.training import PtychoPINN_Lightning
+    from ptycho_torch.workflows.trainer import build_trainer, world_size
 
     execution = _execution(execution_config)
     world = world_size(execution)
