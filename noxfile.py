@@ -72,6 +72,8 @@ def parity(session: nox.Session) -> None:
     # Golden baselines (judged on the records of the run just made) and the hypothesis-generated cases.
     session.run("python", "-m", "pytest", "-m", "parity", "tests/conformance/test_baselines.py",
                 "tests/conformance/test_hypothesis_parity.py", env={"PTYCHO_PARITY_RUN": str(run_dir)})
+    # Data-parallel training (2 CPU replicas per backend) against single-process training.
+    session.run("python", "-m", "conformance.distributed", "--report", "reports/parity/distributed.json")
 
 
 @nox.session(python=PYTHON)

@@ -59,7 +59,7 @@ def test_a_global_batch_smaller_than_the_world_is_refused(sim_raw, tmp_path, mak
 
 @pytest.mark.slow
 def test_ddp_spawn_on_two_cpu_processes_matches_one_process(sim_raw, tmp_path, make_config, quiet_exec):
-    """2 gloo ranks, global batch 8 over 13 groups (steps of 8 = 4 + 4 and 5 = 3 + 2), 2 epochs: same losses, weights."""
+    """2 gloo ranks, global batch 8 over 13 groups (steps of 4 + 4 and 3 + 2 groups), 2 epochs: same losses, weights."""
     from ptycho_torch.canonical import export_canonical
     from ptycho_torch.workflows import components
 
