@@ -75,3 +75,19 @@ def test_ddp_spawn_on_two_cpu_processes_matches_one_process(sim_raw, tmp_path, m
     np.testing.assert_allclose(loss_2, loss_1, rtol=1e-5)
     for name in w_1:  # the gate's train_k_steps bound: within one learning rate (1e-3)
         assert np.max(np.abs(w_2[name] - w_1[name])) < 1e-3, name
+
+
+def test_cli_flags_reach_the_execution_config():
+    from ptycho.cli import train as unified
+    from ptycho_torch import train as torch_cli
+    from ptycho_torch.cli.shared import build_execution_config_from_args
+
+    args = torch_cli.build_parser().parse_args(
+        ["--train_data_file", "t.npz", "--output_dir", "o", "--devices", "2", "--num_nodes", "3", "--strategy", "ddp"])
+    ex = build_execution_config_from_args(torch_cli.apply_deprecated_flags(args), "training")
+    assert (ex.devices, ex.num_nodes, ex.strategy) == (2, 3, "ddp")
+    args = unified.build_parser().parse_args(["--backend", "pytorch", "--devices", "2"])
+    ex = unified._execution_config("pytorch", args)
+    assert (ex.devices, ex.num_nodes, ex.strategy) == (2, 1, "ddp")  # ddp is the default beyond one device
+    args = unified.build_parser().parse_args(["--backend", "pytorch"])
+    assert unified._execution_config("pytorch", args).strategy == "auto"
