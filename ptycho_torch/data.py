@@ -36,12 +36,14 @@ from ptycho.conventions import channels, tf_to_torch_images, tf_to_torch_positio
 from ptycho.distributed import kept_batches, replica_batches
 from ptycho.errors import DataContractError
 from ptycho.loader import PtychoDataContainer
+from ptycho.streaming import StreamingContainer
 from ptycho.training_plan import batches, epoch_order, split_train_val
 from ptycho.workflows.common import model_inputs
 
 __all__ = [
     "GroupedTensors",
     "PlanBatchSampler",
+    "StreamingGroupedTensors",
     "build_inference_loader",
     "build_training_loaders",
     "check_channels",
@@ -59,12 +61,13 @@ def world() -> tuple[int, int]:
     return 1, 0
 
 
-def check_channels(container: PtychoDataContainer, gridsize: int, *, name: str = "data") -> None:
+def check_channels(container: PtychoDataContainer | StreamingContainer, gridsize: int, *, name: str = "data") -> None:
     """Raise ``DataContractError`` unless the container has ``C = gridsize**2`` channels."""
     C = channels(gridsize)
-    if container.X.shape[-1] != C:
+    have = container.channels if isinstance(container, StreamingContainer) else container.X.shape[-1]
+    if have != C:
         raise DataContractError(
-            f"the grouped {name} has {container.X.shape[-1]} channels but gridsize={gridsize} needs "
+            f"the grouped {name} has {have} channels but gridsize={gridsize} needs "
             f"C = gridsize**2 = {C}",
             field="gridsize",
             fix="group the data with the model's gridsize (create_ptycho_data_container with the same config)",
@@ -107,6 +110,40 @@ class GroupedTensors(Dataset):
             idx = idx.pin_memory().to(self.x_scaled.device, non_blocking=True)
         items = (self.x_scaled[idx], self.positions[idx])
         return items if self.y_amp is None else (*items, self.y_amp[idx])
+
+
+class StreamingGroupedTensors(Dataset):
+    """:class:`GroupedTensors` for a :class:`ptycho.streaming.StreamingContainer`: each batch read from disk.
+
+    ``ds[indices]`` -> ``(x_scaled [b, C, N, N], positions [b, C, 1, 2])`` with the patterns of only
+    those groups gathered from the memory-mapped file (:meth:`StreamingContainer.gather_X`); the
+    positions ``[n, C, 1, 2]`` are the only per-group arrays held in memory.  With DataLoader
+    workers (``num_workers > 0``) the reads overlap the training step.
+    """
+
+    def __init__(self, container: StreamingContainer, intensity_scale: float) -> None:
+        self.container = container
+        self.scale = float(intensity_scale)
+        self.positions = torch.from_numpy(tf_to_torch_positions(container.coords_nominal.astype(np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.container)
+
+    def __getitem__(self, indices: Sequence[int] | np.ndarray | int) -> tuple[torch.Tensor, ...]:
+        idx = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+        x = torch.from_numpy(tf_to_torch_images(self.container.gather_X(idx, self.scale)))
+        return x, self.positions[torch.from_numpy(idx)]
+
+
+def _dataset(container: PtychoDataContainer | StreamingContainer, intensity_scale: float, *, with_target: bool,
+             device: torch.device) -> Dataset:
+    """:class:`StreamingGroupedTensors` for a streaming container, else :class:`GroupedTensors`."""
+    if isinstance(container, StreamingContainer):
+        if with_target:
+            raise DataContractError("streamed data has no ground-truth object patches", field="realspace_weight",
+                                    fix="train with realspace_weight = 0 or load the data in memory")
+        return StreamingGroupedTensors(container, intensity_scale)
+    return GroupedTensors(container, intensity_scale, with_target=with_target, device=device)
 
 
 class PlanBatchSampler(Sampler[list[int]]):
@@ -177,7 +214,7 @@ def data_device(container: PtychoDataContainer, device: torch.device | str | Non
     than a quarter of the free device memory (no host-to-device copy per batch); otherwise the CPU.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type != "cuda" or num_workers > 0:
+    if dev.type != "cuda" or num_workers > 0 or isinstance(container, StreamingContainer):
         return torch.device("cpu")
     free, _total = torch.cuda.mem_get_info(dev)
     return dev if 2 * container.X.nbytes < free // 4 else torch.device("cpu")
@@ -215,8 +252,8 @@ def build_training_loaders(
     """
     check_channels(container, gridsize, name="training data")
     workers = int(getattr(execution_config, "num_workers", 0) or 0)
-    dataset = GroupedTensors(container, intensity_scale, with_target=with_target,
-                             device=data_device(container, device, workers))
+    dataset = _dataset(container, intensity_scale, with_target=with_target,
+                       device=data_device(container, device, workers))
     train_idx, val_idx = split_train_val(len(dataset))
     train = _loader(dataset, PlanBatchSampler(train_idx, batch_size, seed=seed, shuffle=shuffle), execution_config)
     val = None
@@ -238,6 +275,6 @@ def build_inference_loader(
     """Every group of ``container`` in index order, ``batch_size`` at a time: ``(x_scaled, positions)``."""
     check_channels(container, gridsize)
     workers = int(getattr(execution_config, "num_workers", 0) or 0)
-    dataset = GroupedTensors(container, intensity_scale, device=data_device(container, device, workers))
+    dataset = _dataset(container, intensity_scale, with_target=False, device=data_device(container, device, workers))
     sampler = PlanBatchSampler(np.arange(len(dataset)), batch_size, shuffle=False, world_size=1)
     return _loader(dataset, sampler, execution_config)

@@ -52,6 +52,7 @@ from ptycho.config.config import (
 from ptycho.loader import PtychoDataContainer
 from ptycho.probe import set_probe_guess
 from ptycho.raw_data import RawData
+from ptycho.streaming import StreamingContainer
 from ptycho.workflows import common
 from ptycho_torch.data import build_inference_loader, build_training_loaders
 from ptycho_torch.model import DiffractionToObj, PtychoPINN
@@ -92,9 +93,10 @@ def _quiet_lightning() -> Iterator[None]:
         yield
 
 
-def _ensure_container(data: RawData | PtychoDataContainer | None, config: Any) -> PtychoDataContainer | None:
-    if data is None:
-        return None
+def _ensure_container(data: RawData | PtychoDataContainer | StreamingContainer | None,
+                      config: Any) -> PtychoDataContainer | StreamingContainer | None:
+    if data is None or isinstance(data, StreamingContainer):
+        return data
     return common.create_ptycho_data_container(data, config, seed=common.workflow_seed(config))
 
 
