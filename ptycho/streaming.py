@@ -2,15 +2,20 @@
 
 On-disk format (chosen here): the data-contract NPZ itself, written *uncompressed* (``np.savez``,
 which stores members with ``ZIP_STORED``).  The bytes of an uncompressed member are contiguous in
-the file, so ``diff3d`` is memory-mapped in place (:func:`mmap_npz_member`: the member's local zip
-header and ``.npy`` header give the offset; ``numpy.memmap``), while the small arrays (positions,
-probe) are read normally.  ``np.load(mmap_mode='r')`` cannot do this itself (it ignores
-``mmap_mode`` inside a zip).  A compressed NPZ (``np.savez_compressed``) cannot be mapped: convert
-its member once with :func:`convert_npz_member_to_npy` (chunked: never holds the array) and pass
-the ``.npy`` as ``patterns=``.
+the file, so ``diff3d`` is read in place (:func:`npz_member_location`: the member's local zip
+header and ``.npy`` header give the byte offset), while the small arrays (positions, probe) are
+read normally.  ``np.load(mmap_mode='r')`` cannot do this itself (it ignores ``mmap_mode`` inside a
+zip).  A compressed NPZ (``np.savez_compressed``) cannot be read in place: convert its member once
+with :func:`convert_npz_member_to_npy` (chunked: never holds the array) and pass the ``.npy`` as
+``patterns=``.
+
+Reads are ``os.pread`` calls (:class:`PatternFile`), not a memory map: pages of a mapping that a
+process has touched count in its resident set until the kernel drops them, so streaming one epoch
+through a 3 GB memmap shows a 3 GB peak RSS; data read with ``pread`` goes through the page cache,
+which is not charged to the process.
 
 :func:`open_streaming` -> :class:`StreamingRawData` (positions and probe in memory, ``diff3d`` a
-read-only memmap ``[M, N, N]``).  :meth:`StreamingRawData.group` groups with
+:class:`PatternFile` ``[M, N, N]``).  :meth:`StreamingRawData.group` groups with
 ``ptycho.grouping.group_neighbors`` on the positions alone (the same call and seed as
 ``RawData.generate_grouped_data``, so the groups are identical) and computes ``X_full_norm`` from
 per-pattern energies read in chunks; the result, :class:`StreamingContainer`, holds positions and
@@ -26,6 +31,7 @@ subsampling (``n_subsample``) or oversampling.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -41,24 +47,25 @@ from ptycho.grouping import group_neighbors
 from ptycho.raw_data import _group_positions, get_relative_coords
 
 __all__ = [
+    "PatternFile",
     "StreamingContainer",
     "StreamingRawData",
     "convert_npz_member_to_npy",
-    "mmap_npz_member",
+    "npz_member_location",
     "open_streaming",
     "pattern_energies",
 ]
 
-#: Patterns read per chunk when scanning the memmap (bounds the pages touched at once).
+#: Patterns read per chunk when scanning the whole file (bounds the memory of the energy pass).
 CHUNK_PATTERNS = 4096
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header, 30 bytes
 
 
-def mmap_npz_member(path: str | PathLike, key: str) -> np.memmap:
-    """Memory-map the ``.npy`` member ``key`` of an uncompressed NPZ, read-only.
+def npz_member_location(path: str | PathLike, key: str) -> tuple[int, tuple[int, ...], np.dtype]:
+    """``(byte offset, shape, dtype)`` of the data of ``.npy`` member ``key`` of an uncompressed NPZ.
 
-    Raises ``DataContractError`` (with the fix) when the member is compressed or is not a plain
-    numeric array.
+    Raises ``DataContractError`` (with the fix) when the member is missing, compressed or not a
+    C-ordered numeric array.
     """
     path = Path(path)
     with zipfile.ZipFile(path) as zf:
@@ -68,7 +75,7 @@ def mmap_npz_member(path: str | PathLike, key: str) -> np.memmap:
             raise DataContractError("not in the NPZ", file=str(path), field=key) from None
         if info.compress_type != zipfile.ZIP_STORED:
             raise DataContractError(
-                "is compressed, so it cannot be memory-mapped", file=str(path), field=key,
+                "is compressed, so it cannot be read in place", file=str(path), field=key,
                 fix="write the NPZ with np.savez (not savez_compressed), or convert the member once with "
                     "ptycho.streaming.convert_npz_member_to_npy and pass the .npy as patterns=",
             )
@@ -81,9 +88,80 @@ def mmap_npz_member(path: str | PathLike, key: str) -> np.memmap:
         shape, fortran, dtype = _read_npy_header(fh)
         offset = fh.tell()
     if dtype.hasobject or fortran:
-        raise DataContractError(f"has dtype {dtype} (fortran order {fortran}): cannot be mapped", file=str(path),
-                                field=key, fix="store a C-ordered numeric array")
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="C")
+        raise DataContractError(f"has dtype {dtype} (fortran order {fortran}): cannot be read in place",
+                                file=str(path), field=key, fix="store a C-ordered numeric array")
+    return offset, tuple(shape), dtype
+
+
+class PatternFile:
+    """A read-only ``[M, ...]`` array stored contiguously at ``offset`` in ``path``, read with ``os.pread``.
+
+    ``pf[indices]`` (integer array or slice) returns a new in-memory array; nothing else is kept.
+    The file is opened lazily per process, so the object can be sent to DataLoader workers.
+    """
+
+    def __init__(self, path: str | PathLike, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.offset, self.shape, self.dtype = str(path), int(offset), tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = None
+        self._pid = -1
+
+    @classmethod
+    def from_npz(cls, path: str | PathLike, key: str) -> PatternFile:
+        """The member ``key`` of an uncompressed NPZ (:func:`npz_member_location`)."""
+        return cls(path, *npz_member_location(path, key))
+
+    @classmethod
+    def from_npy(cls, path: str | PathLike) -> PatternFile:
+        """A ``.npy`` file."""
+        with open(path, "rb") as fh:
+            shape, fortran, dtype = _read_npy_header(fh)
+            offset = fh.tell()
+        if dtype.hasobject or fortran:
+            raise DataContractError(f"has dtype {dtype} (fortran order {fortran})", file=str(path), field="patterns")
+        return cls(path, offset, shape, dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None, "_pid": -1}
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def _read_rows(self, start: int, count: int) -> bytes:
+        want, got = count * self._row, b""
+        while len(got) < want:
+            chunk = os.pread(self._file(), want - len(got), self.offset + start * self._row + len(got))
+            if not chunk:
+                raise DataContractError(f"ends before row {start + count} of {self.shape[0]}", file=self.path)
+            got += chunk
+        return got
+
+    def __getitem__(self, key: slice | np.ndarray | Any) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step == 1:
+                n = max(0, stop - start)
+                return np.frombuffer(self._read_rows(start, n), dtype=self.dtype).reshape((n, *self.shape[1:]))
+            key = np.arange(start, stop, step)
+        idx = np.atleast_1d(np.asarray(key, dtype=np.int64))
+        if idx.size and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise IndexError(f"pattern index out of range [0, {self.shape[0]})")
+        out = np.empty((idx.size, *self.shape[1:]), dtype=self.dtype)
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        run_start = 0  # coalesce consecutive indices into one read
+        for i in range(1, sorted_idx.size + 1):
+            if i == sorted_idx.size or sorted_idx[i] != sorted_idx[i - 1] + 1:
+                rows = np.frombuffer(self._read_rows(int(sorted_idx[run_start]), i - run_start), dtype=self.dtype)
+                out[order[run_start:i]] = rows.reshape((i - run_start, *self.shape[1:]))
+                run_start = i
+        return out
 
 
 def _read_npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -100,18 +178,20 @@ def convert_npz_member_to_npy(path: str | PathLike, key: str, out: str | PathLik
         shape, fortran, dtype = _read_npy_header(src)
         if dtype.hasobject or fortran:
             raise DataContractError(f"has dtype {dtype} (fortran order {fortran})", file=str(path), field=key)
-        dst = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=shape)
-        flat = dst.reshape(-1)
-        step = max(1, (64 << 20) // dtype.itemsize)
-        for start in range(0, flat.size, step):
-            n = min(step, flat.size - start)
-            flat[start : start + n] = np.frombuffer(src.read(n * dtype.itemsize), dtype=dtype, count=n)
-        dst.flush()
-        del dst
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        remaining = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        with open(out, "wb") as dst:
+            np.lib.format.write_array_header_2_0(dst, header)
+            while remaining:
+                block = src.read(min(remaining, 64 << 20))
+                if not block:
+                    raise DataContractError("ends early", file=str(path), field=key)
+                dst.write(block)
+                remaining -= len(block)
     return out
 
 
-def pattern_energies(patterns: np.ndarray, chunk: int = CHUNK_PATTERNS) -> np.ndarray:
+def pattern_energies(patterns: PatternFile | np.ndarray, chunk: int = CHUNK_PATTERNS) -> np.ndarray:
     """``sum_{h,w} d[m]**2`` of every pattern, float64 ``[M]``, reading ``chunk`` patterns at a time."""
     out = np.empty(len(patterns), dtype=np.float64)
     for start in range(0, len(patterns), chunk):
@@ -122,14 +202,14 @@ def pattern_energies(patterns: np.ndarray, chunk: int = CHUNK_PATTERNS) -> np.nd
 
 @dataclass
 class StreamingRawData:
-    """Scan positions and probe in memory; ``diff3d`` float32 ``[M, N, N]`` a read-only memmap."""
+    """Scan positions and probe in memory; ``diff3d`` float32 ``[M, N, N]`` a :class:`PatternFile` on disk."""
 
     xcoords: np.ndarray
     ycoords: np.ndarray
     xcoords_start: np.ndarray
     ycoords_start: np.ndarray
     probeGuess: np.ndarray
-    diff3d: np.ndarray
+    diff3d: PatternFile
     source: str
 
     @property
@@ -165,7 +245,7 @@ class StreamingRawData:
 
 
 def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = None) -> StreamingRawData:
-    """Open a data-contract NPZ for streaming: ``diff3d`` mapped (:func:`mmap_npz_member`) or from ``patterns`` (.npy)."""
+    """Open a data-contract NPZ for streaming: ``diff3d`` read in place, or from the ``.npy`` ``patterns``."""
     path = Path(path)
     with np.load(path, allow_pickle=False) as z:
         keys = set(z.files)
@@ -174,7 +254,7 @@ def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = No
         ys = np.asarray(z["ycoords_start"], np.float64) if "ycoords_start" in keys else y
         probe = np.asarray(z["probeGuess"])
     diff_key = "diff3d" if "diff3d" in keys or "diffraction" not in keys else "diffraction"
-    d = np.load(patterns, mmap_mode="r") if patterns is not None else mmap_npz_member(path, diff_key)
+    d = PatternFile.from_npy(patterns) if patterns is not None else PatternFile.from_npz(path, diff_key)
     if d.ndim != 3 or d.shape[1] != d.shape[2] or d.shape[0] != len(x) or d.dtype != np.float32:
         raise DataContractError(
             f"has shape {d.shape} and dtype {d.dtype}, expected float32 [{len(x)}, N, N] (one per position)",
@@ -191,10 +271,10 @@ class StreamingContainer:
 
     ``nn_indices`` int64 ``[B, C]``, ``coords_nominal`` float32 ``[B, 1, 2, C]``, ``global_offsets``
     float64 ``[B, 1, 2, 1]``, ``local_offsets`` float64 ``[B, 1, 2, C]``, ``probe`` complex64 ``[N, N]``;
-    ``patterns`` the ``[M, N, N]`` memmap; ``X_full_norm`` the normalisation of the selected patterns.
+    ``patterns`` the ``[M, N, N]`` :class:`PatternFile`; ``X_full_norm`` the normalisation of the selected patterns.
     """
 
-    patterns: np.ndarray
+    patterns: PatternFile
     nn_indices: np.ndarray
     X_full_norm: float
     coords_nominal: np.ndarray

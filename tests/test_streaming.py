@@ -8,7 +8,7 @@ import pytest
 from ptycho.errors import DataContractError
 from ptycho.raw_data import RawData
 from ptycho.simulate import simulate_dataset
-from ptycho.streaming import convert_npz_member_to_npy, mmap_npz_member, open_streaming
+from ptycho.streaming import PatternFile, convert_npz_member_to_npy, npz_member_location, open_streaming
 from ptycho.workflows.common import create_ptycho_data_container
 
 
@@ -19,12 +19,17 @@ def npz(tmp_path_factory):
     return path
 
 
-def test_an_uncompressed_member_is_mapped_in_place(npz):
+def test_an_uncompressed_member_is_read_in_place(npz):
     with np.load(npz) as z:
         full = z["diff3d"]
-    mapped = mmap_npz_member(npz, "diff3d")
-    assert isinstance(mapped, np.memmap) and mapped.shape == full.shape
-    np.testing.assert_array_equal(mapped, full)
+    patterns = PatternFile.from_npz(npz, "diff3d")
+    assert len(patterns) == len(full) and patterns.shape == full.shape
+    np.testing.assert_array_equal(patterns[:], full)
+    idx = np.array([7, 3, 4, 5, 39, 3])  # unsorted, a run, a repeat, the last row
+    np.testing.assert_array_equal(patterns[idx], full[idx])
+    np.testing.assert_array_equal(patterns[10:14], full[10:14])
+    with pytest.raises(IndexError):
+        patterns[np.array([40])]
 
 
 def test_a_compressed_member_is_refused_with_the_fix_and_can_be_converted(npz, tmp_path):
@@ -33,10 +38,10 @@ def test_a_compressed_member_is_refused_with_the_fix_and_can_be_converted(npz, t
     packed = tmp_path / "packed.npz"
     np.savez_compressed(packed, **arrays)
     with pytest.raises(DataContractError, match="convert_npz_member_to_npy"):
-        mmap_npz_member(packed, "diff3d")
+        npz_member_location(packed, "diff3d")
     npy = convert_npz_member_to_npy(packed, "diff3d", tmp_path / "d.npy")
     data = open_streaming(packed, patterns=npy)
-    np.testing.assert_array_equal(data.diff3d, arrays["diff3d"])
+    np.testing.assert_array_equal(data.diff3d[:], arrays["diff3d"])
 
 
 @pytest.mark.parametrize("gridsize", [1, 2])
