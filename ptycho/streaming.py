@@ -191,11 +191,13 @@ def convert_npz_member_to_npy(path: str | PathLike, key: str, out: str | PathLik
     return out
 
 
-def pattern_energies(patterns: PatternFile | np.ndarray, chunk: int = CHUNK_PATTERNS) -> np.ndarray:
-    """``sum_{h,w} d[m]**2`` of every pattern, float64 ``[M]``, reading ``chunk`` patterns at a time."""
-    out = np.empty(len(patterns), dtype=np.float64)
-    for start in range(0, len(patterns), chunk):
-        block = np.asarray(patterns[start : start + chunk], dtype=np.float64)
+def pattern_energies(patterns: PatternFile | np.ndarray, rows: np.ndarray | None = None,
+                     chunk: int = CHUNK_PATTERNS) -> np.ndarray:
+    """``sum_{h,w} d[m]**2`` of the patterns ``rows`` (default all), float64, ``chunk`` patterns read at a time."""
+    rows = np.arange(len(patterns)) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), chunk):
+        block = np.asarray(patterns[rows[start : start + chunk]], dtype=np.float64)
         out[start : start + len(block)] = np.einsum("mhw,mhw->m", block, block)
     return out
 
@@ -230,7 +232,8 @@ class StreamingRawData:
         xy[:, conventions.Y_INDEX] = self.ycoords
         nn = group_neighbors(xy, gridsize, K, nsamples, seed, sequential_sampling=sequential_sampling,
                              file=self.source).astype(np.int64)
-        energy = float(np.mean(pattern_energies(self.diff3d)[nn]))
+        used, where = np.unique(nn, return_inverse=True)  # read only the patterns the groups use
+        energy = float(np.mean(pattern_energies(self.diff3d, rows=used)[where.reshape(nn.shape)]))
         if not energy > 0:
             raise DataContractError("every selected diffraction pattern is zero", file=self.source, field="diff3d")
         norm = math.sqrt(conventions.x_full_target_energy(N) / energy)
