@@ -104,6 +104,7 @@ def run_phase(phase: str, path: Path, out: Path, groups: int, N: int, batch_size
     execution = PyTorchExecutionConfig(accelerator="cpu", logger_backend=None, enable_checkpointing=False,
                                        num_workers=workers)
     import lightning  # noqa: F401  (imports are not part of the epoch time)
+
     import ptycho_torch.training  # noqa: F401
     with params.isolated():
         t1 = time.perf_counter()

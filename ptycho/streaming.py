@@ -48,6 +48,7 @@ from ptycho.raw_data import _group_positions, get_relative_coords
 
 __all__ = [
     "PatternFile",
+    "ScaledPatterns",
     "StreamingContainer",
     "StreamingRawData",
     "convert_npz_member_to_npy",
@@ -306,3 +307,30 @@ class StreamingContainer:
         x = (d.astype(np.float64) * float(self.X_full_norm)).astype(np.float32)
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
         return x if scale == 1.0 else (x * np.float32(scale)).astype(np.float32)
+
+    def scaled(self, scale: float) -> ScaledPatterns:
+        """The network input ``scale * X`` as a lazy array: ``scaled(s)[indices]`` gathers those groups."""
+        return ScaledPatterns(self, float(scale))
+
+
+@dataclass
+class ScaledPatterns:
+    """``scale * X`` of a :class:`StreamingContainer`, indexed by integer arrays of groups (reads on demand).
+
+    Stands in for the in-memory ``x_scaled`` array ``[n, N, N, C]`` where a training loop only ever
+    takes ``x[indices]`` (the TensorFlow loop of ``ptycho_tf.training``).
+    """
+
+    container: StreamingContainer
+    scale: float
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        N = int(self.container.patterns.shape[1])
+        return (len(self.container), N, N, self.container.channels)
+
+    def __len__(self) -> int:
+        return len(self.container)
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        return self.container.gather_X(np.asarray(indices), self.scale)

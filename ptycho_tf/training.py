@@ -180,11 +180,22 @@ class Trainer:
         self.optimizer.learning_rate.assign(float(lr))
 
 
-def _mean_losses(trainer: Trainer, x: np.ndarray, pos: np.ndarray, target: np.ndarray, batch_size: int):
-    """Loss terms over a whole set, batch by batch (sample-weighted mean of the batch means)."""
+class _Zeros:
+    """A stand-in target of zeros: ``_Zeros(shape)[indices]`` is float32 ``[len(indices), *shape]``."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        return np.zeros((len(indices), *self.shape), np.float32)
+
+
+def _mean_losses(trainer: Trainer, x: Any, pos: np.ndarray, target: Any, rows: np.ndarray, batch_size: int):
+    """Loss terms over the groups ``rows``, batch by batch (sample-weighted mean of the batch means)."""
     sums = dict.fromkeys(LOSS_KEYS, 0.0)
-    n = len(x)
-    for idx in batches(np.arange(n), batch_size):
+    n = len(rows)
+    for b in batches(np.arange(n), batch_size):
+        idx = rows[b]
         out = trainer.evaluate(x[idx], pos[idx], target[idx])
         for k in LOSS_KEYS:
             sums[k] += float(out[k]) * len(idx)
@@ -207,7 +218,8 @@ def train(
     Args:
         autoencoder: the model from :func:`ptycho_tf.model.build_models` (its trainable variables
             are updated).
-        x_scaled: float32 ``[n, N, N, C]`` = ``X * intensity_scale``.
+        x_scaled: float32 ``[n, N, N, C]`` = ``X * intensity_scale``, or anything indexed the same
+            way per batch (``ptycho.streaming.ScaledPatterns`` reads each batch from disk).
         positions: float32 ``[n, 1, 2, C]`` relative offsets ``coords_nominal``.
         config: a ``TrainingConfig`` (``batch_size``, ``nepochs``, loss weights, scheduler fields).
         seed: the workflow seed (batch order).
@@ -229,7 +241,7 @@ def train(
             raise ValueError("realspace_weight and realspace_mae_weight are > 0 but no ground truth Y_I was given")
         target = realspace_target(Y_I, positions)
     else:
-        target = np.zeros((n, N, N, 1), np.float32)
+        target = _Zeros((N, N, 1))  # per batch: never an [n, N, N, 1] array
     train_idx, val_idx = split_train_val(n)
     schedule = LearningRateSchedule.from_config(config)
     batch_size = int(config.batch_size)
@@ -244,7 +256,6 @@ def train(
     for k in LOSS_KEYS[:-1]:
         history[k] = []
         history[f"val_{k}"] = []
-    x_tr, p_tr, t_tr = x_scaled[train_idx], positions[train_idx], target[train_idx]
     for epoch in range(int(config.nepochs)):
         t0 = time.perf_counter()
         lr = schedule.lr_for_epoch(epoch)
@@ -254,10 +265,11 @@ def train(
         bar = None if quiet else keras.utils.Progbar(len(plan), stateful_metrics=["loss"], unit_name="batch")
         sums = dict.fromkeys(LOSS_KEYS, 0.0)
         for i, idx in enumerate(plan):
+            rows = train_idx[idx]  # each batch is gathered here: x_scaled may stream from disk
             if world > 1:
-                out = trainer.distributed_step(x_tr[idx], p_tr[idx], t_tr[idx])
+                out = trainer.distributed_step(x_scaled[rows], positions[rows], target[rows])
             else:
-                out = trainer.step(x_tr[idx], p_tr[idx], t_tr[idx])
+                out = trainer.step(x_scaled[rows], positions[rows], target[rows])
             for k in LOSS_KEYS:
                 sums[k] += float(out[k]) * len(idx)
             if bar is not None:
@@ -269,7 +281,7 @@ def train(
             history[k].append(epoch_losses[k])
         monitored = epoch_losses["total"]
         if len(val_idx):
-            val = _mean_losses(trainer, x_scaled[val_idx], positions[val_idx], target[val_idx], batch_size)
+            val = _mean_losses(trainer, x_scaled, positions, target, val_idx, batch_size)
             history["val_loss"].append(val["total"])
             for k in LOSS_KEYS[:-1]:
                 history[f"val_{k}"].append(val[k])

@@ -95,8 +95,8 @@ def _quiet_lightning() -> Iterator[None]:
 
 def _ensure_container(data: RawData | PtychoDataContainer | StreamingContainer | None,
                       config: Any) -> PtychoDataContainer | StreamingContainer | None:
-    if data is None or isinstance(data, StreamingContainer):
-        return data
+    if data is None:
+        return None
     return common.create_ptycho_data_container(data, config, seed=common.workflow_seed(config))
 
 

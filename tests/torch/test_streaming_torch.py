@@ -14,6 +14,7 @@ from ptycho_torch.workflows import components
 pytestmark = pytest.mark.torch
 
 
+@pytest.mark.slow
 def test_streamed_training_matches_in_memory_training(sim_npz, sim_raw, tmp_path, make_config, quiet_exec):
     runs = {}
     for name in ("memory", "stream"):
