@@ -264,6 +264,11 @@ class PtychoPINN_Lightning(L.LightningModule):
         """The per-epoch history (plain lists) in ``state_dict``: ``ddp_spawn`` sends it to the main process."""
         return {"history": {k: list(v) for k, v in self.history.items()}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the history was extra state load too (with an empty history)."""
+        if isinstance(checkpoint.get("state_dict"), dict):
+            checkpoint["state_dict"].setdefault("_extra_state", {"history": {}})
+
     def set_extra_state(self, state: Any) -> None:
         """Restore :meth:`get_extra_state`'s history."""
         if isinstance(state, Mapping) and isinstance(state.get("history"), Mapping):

@@ -91,3 +91,26 @@ def test_cli_flags_reach_the_execution_config():
     assert (ex.devices, ex.num_nodes, ex.strategy) == (2, 1, "ddp")  # ddp is the default beyond one device
     args = unified.build_parser().parse_args(["--backend", "pytorch"])
     assert unified._execution_config("pytorch", args).strategy == "auto"
+
+
+def test_history_travels_in_the_state_dict_and_old_checkpoints_still_load(tmp_path):
+    import lightning as L
+    import torch
+
+    from ptycho.config.config import ModelConfig, TrainingConfig
+    from ptycho_torch.training import PtychoPINN_Lightning
+
+    mc = ModelConfig(N=32, gridsize=1, n_filters_scale=1)
+    with params.isolated():
+        module = PtychoPINN_Lightning(mc, TrainingConfig(model=mc))
+        module.history = {"train_loss": [3.0, 2.0]}
+        state = module.state_dict()
+        fresh = PtychoPINN_Lightning(mc, TrainingConfig(model=mc))
+        fresh.load_state_dict(state, strict=True)
+        assert fresh.history == {"train_loss": [3.0, 2.0]}
+        old = {k: v for k, v in state.items() if k != "_extra_state"}  # a checkpoint from before
+        path = tmp_path / "old.ckpt"
+        torch.save({"state_dict": old, "hyper_parameters": dict(module.hparams),
+                    "pytorch-lightning_version": L.__version__}, path)
+        loaded = PtychoPINN_Lightning.load_from_checkpoint(path, weights_only=True)
+        assert loaded.history == {}
