@@ -31,3 +31,20 @@ def test_streamed_training_matches_in_memory_training(sim_npz, sim_raw, tmp_path
     np.testing.assert_allclose(runs["stream"][0], runs["memory"][0], rtol=1e-5)
     for key, w in runs["memory"][1].items():
         assert np.max(np.abs(runs["stream"][1][key] - w)) < 1e-4, key
+
+
+def test_streamed_inference_matches_in_memory_inference(sim_npz, sim_raw):
+    from ptycho.config.config import ModelConfig, TrainingConfig
+    from ptycho.workflows.common import create_ptycho_data_container
+    from ptycho_torch.training import PtychoPINN_Lightning
+
+    mc = ModelConfig(N=32, gridsize=1, n_filters_scale=1)
+    config = TrainingConfig(model=mc, n_groups=24, subsample_seed=3)
+    with params.isolated():
+        model = PtychoPINN_Lightning(mc, config).model
+        memory = create_ptycho_data_container(sim_raw, config, seed=3)
+        stream = open_streaming(sim_npz).group(N=32, gridsize=1, K=config.neighbor_count, nsamples=24, seed=3)
+        got = components.predict_objects(model, stream, batch_size=5, intensity_scale=3.0, device="cpu")
+        want = components.predict_objects(model, memory, batch_size=5, intensity_scale=3.0, device="cpu")
+    assert got.shape == want.shape == (24, 32, 32, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
