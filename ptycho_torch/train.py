@@ -21,6 +21,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from ptycho.raw_data import RawData
 from ptycho.training_plan import SCHEDULERS
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="auto",
                    help="Lightning strategy: auto, ddp (a process per device), ddp_spawn; batch_size is the "
                         "global batch, split over devices x num_nodes ranks")
+    p.add_argument("--stream", action="store_true",
+                   help="read the training patterns from disk batch by batch (data larger than memory; the NPZ "
+                        "must be uncompressed: ptycho.streaming)")
     add_common_execution_flags(p)
     return p
 
@@ -110,6 +114,17 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _streamed(path: str, config: Any) -> Any:
+    """The training file grouped on positions only, patterns left on disk (``ptycho.streaming``)."""
+    from ptycho.streaming import open_streaming
+
+    if config.n_subsample:
+        raise ValueError("--stream groups every scan position: it cannot be combined with --n_subsample")
+    return open_streaming(path).group(N=config.model.N, gridsize=config.model.gridsize, K=config.neighbor_count,
+                                      nsamples=int(config.n_groups), seed=common.workflow_seed(config),
+                                      sequential_sampling=bool(config.sequential_sampling))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, save the bundle and the history; returns the exit status."""
     from ptycho_torch.workflows.components import run_cdi_example_torch
@@ -119,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = validate_paths(args.train_data_file, args.test_data_file, args.output_dir)
     execution = build_execution_config_from_args(args, "training")
     payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
-    train = RawData.from_file(args.train_data_file)
+    train = _streamed(args.train_data_file, payload.tf_training_config) if args.stream else \
+        RawData.from_file(args.train_data_file)
     test = RawData.from_file(args.test_data_file) if args.test_data_file else None
     _amp, _phase, results = run_cdi_example_torch(
         train, test, payload.tf_training_config, execution_config=payload.execution_config,

@@ -48,3 +48,15 @@ def test_streamed_inference_matches_in_memory_inference(sim_npz, sim_raw):
         want = components.predict_objects(model, memory, batch_size=5, intensity_scale=3.0, device="cpu")
     assert got.shape == want.shape == (24, 32, 32, 1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_training_cli_streams_the_training_file(sim_npz, tmp_path):
+    from ptycho_torch import train as torch_cli
+
+    out = tmp_path / "run"
+    with params.isolated():
+        rc = torch_cli.main(["--train_data_file", str(sim_npz), "--output_dir", str(out), "--n_groups", "24",
+                             "--batch_size", "8", "--max_epochs", "1", "--accelerator", "cpu", "--logger", "none",
+                             "--disable-checkpointing", "--quiet", "--stream"])
+    assert rc == 0 and (out / "wts.h5.zip").is_file() and (out / "history.csv").is_file()
