@@ -20,8 +20,9 @@ Training (automatic optimisation):
 * optimiser: :class:`ptycho_torch.optim.KerasAdam` over the trainable parameters;
 * learning rate: ``ptycho.training_plan.LearningRateSchedule`` set at the start of every epoch
   and fed the monitored loss (validation loss if any, else training loss) at its end;
-* :attr:`history`: per-epoch ``train_loss``, ``val_loss`` (when validating), the native names and
-  ``learning_rate``, as plain Python lists.
+* :attr:`history`: per-epoch ``train_loss``, ``val_loss`` (when validating), the native names,
+  ``learning_rate`` and ``epoch_time_s`` (this rank's wall time of the epoch, validation
+  included; the TensorFlow history's name), as plain Python lists.
 
 Data parallel (``devices * num_nodes = W > 1``; rule in :mod:`ptycho.distributed`): each rank gets
 a shard of ``b_r`` groups of the global batch of ``b`` (``b`` = the sum over ranks, all-reduced per
@@ -36,6 +37,7 @@ process receives rank 0's history together with the weights.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -217,6 +219,7 @@ class PtychoPINN_Lightning(L.LightningModule):
         self._counts.pop("train", None)
         self._current_lr = lr
         self._val_mean = None
+        self._epoch_start = time.perf_counter()
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         losses = self.batch_losses(batch)
@@ -252,6 +255,7 @@ class PtychoPINN_Lightning(L.LightningModule):
         self._record("train_loss", train)
         self._record(self.loss_name, train)
         self._record("learning_rate", float(getattr(self, "_current_lr", self.lr_schedule.lr)))
+        self._record("epoch_time_s", time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()))
         if val is not None:
             self._record("val_loss", val)
             self._record(self.val_loss_name, val)
