@@ -24,6 +24,9 @@ nox.options.sessions = ["lint", "tests", "parity"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
+#: The classical engine of the slow-tier oracle and of the PINN-vs-classical benchmark, installed
+#: without its dependencies (its torchvision requirement; pyproject.toml's ``oracle`` extra has the rest).
+PTYCHI = "ptychi==2.2.0"
 
 
 @nox.session(python=PYTHON)
@@ -35,8 +38,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def slow(session: nox.Session) -> None:
-    """Run the tests marked ``slow``."""
-    session.install("-e", ".[all,test]")
+    """Run the tests marked ``slow`` (including the pty-chi oracle)."""
+    session.install("-e", ".[all,test,oracle]")
+    session.install("--no-deps", PTYCHI)
     session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
 
 
@@ -56,6 +60,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_tf_training.py", "--epochs", "3", "--n_positions", "128")
     # data larger than memory: 200k N=64 patterns (3.3 GB) on disk, one streamed epoch vs in memory
     session.run("python", "benchmarks/bench_streaming.py", "--train_groups", "1024")
+    # PINN (train on scan A, infer on held-out scan B) beside pty-chi LSQML reconstructing B: the README table.
+    session.install("-e", ".[all,oracle]")
+    session.install("--no-deps", PTYCHI)
+    session.run("python", "benchmarks/bench_pinn_vs_classical.py", "--threads", "1")
 
 
 @nox.session(python=PYTHON)

@@ -21,10 +21,12 @@ eager execution runs the same ops; the e2e stage always runs the compiled workfl
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from conformance import user_paths
 from conformance.scenarios import REFERENCE_STAGES, STAGES, Scenario
 
 __all__ = [
@@ -40,7 +43,9 @@ __all__ = [
     "E2EResult",
     "PyTorchAdapter",
     "ReferenceAdapter",
+    "RoutesFailed",
     "TensorFlowAdapter",
+    "WorkflowResult",
     "make_adapter",
     "prepare_process",
     "threads_from_env",
@@ -50,6 +55,8 @@ __all__ = [
 #: The package of each backend; both are addressed through the same module names
 #: (``<package>.parity_api``, whose ``run_workflow`` runs ``<package>.workflows.components``).
 PACKAGES: dict[str, str] = {"tensorflow": "ptycho_tf", "pytorch": "ptycho_torch"}
+#: Where a backend's workflow stage saves its bundle, under ``RUN/<sid>/<side>/`` (the inference stage reloads it).
+WORKFLOW_BUNDLE_DIR = "workflow_bundle"
 
 
 def threads_from_env() -> int:
@@ -138,17 +145,20 @@ class Adapter:
         return self.api.forward(handle, x_scaled, positions)
 
     def loss_and_grads(
-        self, handle: Any, x_scaled: np.ndarray, positions: np.ndarray, *, nll_weight: float, mae_weight: float
+        self, handle: Any, x_scaled: np.ndarray, positions: np.ndarray, *, nll_weight: float, mae_weight: float,
+        bad_pixels: np.ndarray | None = None,
     ) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
         """``({'poisson_nll', 'mae', 'total'}, {canonical name: gradient} | None when the side has none)``."""
-        return self.api.loss_and_grads(handle, x_scaled, positions, nll_weight=nll_weight, mae_weight=mae_weight)
+        return self.api.loss_and_grads(handle, x_scaled, positions, nll_weight=nll_weight, mae_weight=mae_weight,
+                                       bad_pixels=bad_pixels)
 
     def train_steps(
         self, handle: Any, batches: Sequence[tuple[np.ndarray, np.ndarray]], *, lr: float, nll_weight: float,
-        mae_weight: float,
+        mae_weight: float, bad_pixels: np.ndarray | None = None,
     ) -> list[float]:
         """One Adam step per batch; the total loss of each step (before its update)."""
-        return self.api.train_steps(handle, batches, lr=lr, nll_weight=nll_weight, mae_weight=mae_weight)
+        return self.api.train_steps(handle, batches, lr=lr, nll_weight=nll_weight, mae_weight=mae_weight,
+                                    bad_pixels=bad_pixels)
 
     def get_weights(self, handle: Any) -> dict[str, np.ndarray]:
         """The handle's parameters as a canonical dict."""
@@ -167,14 +177,130 @@ class Adapter:
         """Load a bundle (restores ``params.cfg``) with the backend's model manager."""
         return self.api.load_bundle(path)
 
-    def e2e(self, scenario: Scenario, train_file: Path, test_file: Path, output_dir: str) -> E2EResult:
-        """Train with the backend's own workflow on the simulated scan and stitch the test reconstruction."""
+    def workflow(self, scenario: Scenario, train_file: Path, test_file: Path, output_dir: str) -> WorkflowResult:
+        """Train with the backend's own workflow (``<package>.parity_api.run_workflow``), stitch the test
+        reconstruction and save the bundle in ``output_dir`` the way the backend's users do."""
         from conformance.inputs import STITCH_M
 
         config = scenario.training_config(train_file.name, output_dir)
         amp, phase, results = self.api.run_workflow(_read_raw(train_file), _read_raw(test_file), config, M=STITCH_M,
                                                     device=self.device)
-        return _e2e_result(amp, phase, results["history"], {"device": self.device})
+        history = results["history"]
+        lr = history.get("lr") if history.get("lr") is not None else history.get("learning_rate")
+        trainable, weights, bundle = self._after_workflow(results, config, Path(output_dir))
+        return WorkflowResult(amp, phase, {"train_loss": list(history["train_loss"]),
+                                           "val_loss": list(history.get("val_loss") or []), "lr": list(lr or [])},
+                              trainable, weights, bundle, {"device": self.device})
+
+    def _after_workflow(self, results: Mapping[str, Any], config: Any, output_dir: Path
+                        ) -> tuple[list[str], dict[str, np.ndarray], Path]:
+        """(canonical names of the trained parameters, final canonical weights, bundle directory)."""
+        raise NotImplementedError(f"the {self.name} side has no training workflow")
+
+    # ------------------------------------------------------------------ user paths (specs: "User paths")
+    def data_batches(self, scenario: Scenario, train_file: Path, test_file: Path
+                     ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """The batches this side's own data pipeline yields: ``{'train/e<i>', 'val', 'infer': [(x, pos), ...]}``.
+
+        Channels-last float32 ``x_scaled [b, N, N, C]`` and ``positions [b, 1, 2, C]`` per batch.
+        """
+        raise NotImplementedError(f"the {self.name} side has no data pipeline")
+
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
+        """Describe :func:`conformance.user_paths.config_case` through each door of this side; ``snapshot(point)``
+        after each (params.cfg reset before each).  Returns the doors run."""
+        raise NotImplementedError(f"the {self.name} side has no config doors")
+
+    def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
+                  ) -> dict[str, np.ndarray]:
+        """Reload the bundle the workflow stage saved through this side's inference entry points."""
+        raise NotImplementedError(f"the {self.name} side has no inference entry points")
+
+    def _dataclass_door(self, case: Mapping[str, Any], snapshot: Callable[[str], None], backend: str) -> None:
+        from ptycho import params
+        from ptycho.config.config import update_legacy_dict
+
+        params.reset()
+        update_legacy_dict(params.cfg, user_paths.door_config("dataclass", case, backend))
+        snapshot("config/dataclass")
+
+    def _cli_door(self, door: str, run: Callable[[], Any], module: Any, name: str,
+                  snapshot: Callable[[str], None]) -> None:
+        from ptycho import params
+
+        params.reset()
+        with _stub(module, name, lambda: snapshot(f"config/{door}")):
+            _through_door(run, door)
+
+    def _ptycho_train_door(self, case: Mapping[str, Any], snapshot: Callable[[str], None], module: Any,
+                           name: str) -> None:
+        from ptycho.cli import train as cli_train
+
+        argv = user_paths.ptycho_train_argv(user_paths.door_case("ptycho_train", case), self.name)
+        self._cli_door("ptycho_train", lambda: cli_train.main(argv), module, name, snapshot)
+
+    def _inference_cli(self, bundle_dir: Path, test_file: Path, out: Path, seed: int) -> np.ndarray:
+        """``ptycho_inference`` on a bundle: the stitched complex object it writes, ``[S, S]``."""
+        from ptycho.cli import inference as cli_inference
+
+        code = cli_inference.main(["--backend", self.name, "--model_path", str(bundle_dir), "--test_data",
+                                   str(test_file), "--output_dir", str(out), "--seed", str(seed), "--quiet"])
+        if code != 0:
+            raise RuntimeError(f"ptycho_inference --backend {self.name} exited with status {code}")
+        with np.load(out / "reconstruction.npz", allow_pickle=False) as npz:
+            return np.asarray(npz["object"])
+
+
+@dataclass
+class WorkflowResult:
+    """One run of a backend's own training workflow (what the e2e and workflow stages record).
+
+    ``amplitude`` / ``phase`` float32 ``[S, S]``: the stitched test reconstruction; ``history``:
+    per-epoch ``train_loss``, ``val_loss`` (may be empty) and ``lr`` (float64 lists);
+    ``trainable``: the canonical names of the parameters the optimiser updates; ``weights``: the
+    final canonical weights; ``bundle_dir``: where the workflow saved ``wts.h5.zip``.
+    """
+
+    amplitude: np.ndarray
+    phase: np.ndarray
+    history: dict[str, list[float]]
+    trainable: list[str]
+    weights: dict[str, np.ndarray]
+    bundle_dir: Path
+    values: dict[str, Any]
+
+    def e2e(self) -> E2EResult:
+        """The e2e stage's view of this run."""
+        return _e2e_result(self.amplitude, self.phase, self.history, self.values)
+
+
+class _DoorReached(Exception):  # noqa: N818 -- a signal, not an error: not caught by the CLIs' error handlers
+    """Raised by a stubbed training function once a config door has written params.cfg."""
+
+
+@contextlib.contextmanager
+def _stub(module: Any, name: str, snapshot: Callable[[], None]) -> Iterator[None]:
+    """Replace ``module.name`` (a training function) by one that snapshots params.cfg and stops the run."""
+    original = getattr(module, name)
+
+    def stop(*_args: Any, **_kwargs: Any) -> Any:
+        snapshot()
+        raise _DoorReached
+
+    setattr(module, name, stop)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def _through_door(run: Callable[[], Any], door: str) -> None:
+    """Run a CLI door up to its stubbed training call; an error if it never gets there."""
+    try:
+        run()
+    except _DoorReached:
+        return
+    raise RuntimeError(f"config door {door}: the command returned without reaching the training workflow")
 
 
 def _e2e_result(amp: Any, phase: Any, history: Mapping[str, Any], values: dict[str, Any]) -> E2EResult:
@@ -225,6 +351,121 @@ class TensorFlowAdapter(Adapter):
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(seed))
 
+    def _after_workflow(self, results: Mapping[str, Any], config: Any, output_dir: Path
+                        ) -> tuple[list[str], dict[str, np.ndarray], Path]:
+        """``model_manager.save(output_dir)`` as Ptychodus calls it after ``run_cdi_example``."""
+        from ptycho_tf import model_manager
+        from ptycho_tf.canonical import canonical_name
+        from ptycho_tf.model import current_models
+
+        trainable = sorted(canonical_name(v.path) for v in results["model_instance"].trainable_variables)
+        return trainable, current_models().canonical_weights(), model_manager.save(output_dir).parent
+
+    def data_batches(self, scenario: Scenario, train_file: Path, test_file: Path
+                     ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """The batches ``ptycho.train_pinn.train`` steps and evaluates on, and what ``predict_objects`` predicts.
+
+        Training: the workflow's grouping and model inputs, then the real epoch loop with its
+        ``Trainer`` replaced by a recorder (no model is trained; the loop's split, order and batching
+        run unchanged).  Inference: ``predict_objects`` with a Keras model that records each batch
+        Keras' ``predict`` hands it (eager, so the batches are concrete).
+        """
+        import keras
+
+        from ptycho.workflows.common import create_ptycho_data_container, model_inputs, set_intensity_scale
+        from ptycho_tf import losses as tf_losses
+        from ptycho_tf import training as train_pinn
+        from ptycho_tf.workflows import components
+
+        config = scenario.training_config(train_file.name, "data_out")
+        config = dataclasses.replace(config, nepochs=min(user_paths.DATA_EPOCHS, config.nepochs))
+        seed = scenario.data.seed
+        out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        current: list[str] = []
+
+        class Recorder:
+            def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+                pass
+
+            def set_learning_rate(self, _lr: float) -> None:  # called once at the start of every epoch
+                current.append(f"train/e{len(current)}")
+
+            def _take(self, key: str, x: Any, pos: Any) -> dict[str, float]:
+                out.setdefault(key, []).append((np.asarray(x), np.asarray(pos)))
+                return dict.fromkeys(tf_losses.LOSS_KEYS, 0.0)
+
+            def step(self, x: Any, pos: Any, _target: Any) -> dict[str, float]:
+                return self._take(current[-1], x, pos)
+
+            def evaluate(self, x: Any, pos: Any, _target: Any) -> dict[str, float]:
+                if current[-1] != "train/e0":  # the same validation batches every epoch: record them once
+                    return dict.fromkeys(tf_losses.LOSS_KEYS, 0.0)
+                return self._take("val", x, pos)
+
+        container = create_ptycho_data_container(_read_raw(train_file), config, seed=seed)
+        x, pos = model_inputs(container, set_intensity_scale(config))
+        original = train_pinn.Trainer
+        train_pinn.Trainer = Recorder
+        try:
+            train_pinn.train(None, x, pos, config=config, seed=seed, Y_I=container.Y_I, quiet=True)
+        finally:
+            train_pinn.Trainer = original
+
+        seen: list[tuple[np.ndarray, np.ndarray]] = []
+        N = scenario.data.N
+
+        tf = self._tf
+
+        class Predictor(keras.Model):
+            def call(self, inputs: Any) -> Any:
+                xb, pb = inputs
+                seen.append((np.asarray(xb), np.asarray(pb)))
+                return tf.zeros((tf.shape(xb)[0], N, N, 1), tf.float32)
+
+        test = create_ptycho_data_container(_read_raw(test_file), config, seed=seed)
+        self._tf.config.run_functions_eagerly(True)
+        try:
+            components.predict_objects(Predictor(), test, batch_size=int(config.batch_size))
+        finally:
+            self._tf.config.run_functions_eagerly(self.eager)
+        out["infer"] = seen
+        return out
+
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
+        from ptycho_tf.workflows import components
+
+        case = user_paths.config_case(scenario.data.N, scenario.data.gridsize, self.name)
+        self._dataclass_door(case, snapshot, self.name)
+        self._ptycho_train_door(case, snapshot, components, "train_cdi_model")
+        return ["dataclass", "ptycho_train"]
+
+    def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
+                  ) -> dict[str, np.ndarray]:
+        """``load_inference_bundle`` + ``predict_objects`` + ``stitch``, and ``ptycho_inference``."""
+        from conformance.inputs import STITCH_M
+        from ptycho import params
+        from ptycho.workflows.common import create_ptycho_data_container, stitch
+        from ptycho_tf.workflows.components import load_inference_bundle, predict_objects
+
+        bundle = run_dir / scenario.id / self.name / WORKFLOW_BUNDLE_DIR
+        config = scenario.training_config(test_file.name, "inference_out")
+        out: dict[str, np.ndarray] = {}
+        errors: dict[str, Exception] = {}
+
+        def api() -> None:
+            params.reset()
+            model, _ = load_inference_bundle(bundle)
+            snapshot("inference/loaded")
+            container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
+            obj = predict_objects(model, container, batch_size=int(config.batch_size))
+            out.update({"api/objects": obj, "api/offsets": container.global_offsets,
+                        "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
+
+        _route("load_inference_bundle", api, errors)
+        _route("ptycho_inference", lambda: out.update({"cli/stitched": self._inference_cli(
+            bundle, test_file, Path(f"{self.name}/inference_cli"), scenario.data.seed)}), errors)
+        return _routes_done(out, errors)
+
 
 # --------------------------------------------------------------------------- PyTorch
 class PyTorchAdapter(Adapter):
@@ -266,6 +507,139 @@ class PyTorchAdapter(Adapter):
         overrides = {**scenario.model, **scenario.training_fields()}
         create_training_payload(Path("inputs.npz"), Path("out"), overrides=overrides)
 
+    def _after_workflow(self, results: Mapping[str, Any], config: Any, output_dir: Path
+                        ) -> tuple[list[str], dict[str, np.ndarray], Path]:
+        """``save_torch_bundle`` with the trainer and Lightning module, as ``run_cdi_example_torch`` saves."""
+        from ptycho_torch.canonical import export_canonical, native_name
+        from ptycho_torch.model_manager import save_torch_bundle
+
+        pinn = results["models"]["autoencoder"]
+        canonical = {native_name(p.name): p.name for p in pinn.spec.params()}
+        trainable = sorted(canonical.get(n, n) for n, p in pinn.named_parameters() if p.requires_grad)
+        bundle = save_torch_bundle(results["models"], output_dir, config, trainer=results.get("trainer"),
+                                   lightning_module=results.get("lightning_module"))
+        return trainable, export_canonical(pinn), Path(bundle).parent
+
+    def data_batches(self, scenario: Scenario, train_file: Path, test_file: Path
+                     ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """What ``build_training_loaders`` / ``build_inference_loader`` yield (Dataset, sampler, DataLoader).
+
+        The training loader is advanced epoch by epoch with Lightning's own ``_set_sampler_epoch``
+        (what ``Trainer.fit`` calls before every epoch); batches are converted to channels-last.
+        """
+        from lightning.fabric.utilities.data import _set_sampler_epoch
+
+        from ptycho.conventions import torch_to_tf_images, torch_to_tf_positions
+        from ptycho.workflows.common import create_ptycho_data_container, set_intensity_scale
+        from ptycho_torch.data import build_inference_loader, build_training_loaders
+
+        config = scenario.training_config(train_file.name, "data_out")
+        seed = scenario.data.seed
+        g, bs = scenario.data.gridsize, int(config.batch_size)
+        container = create_ptycho_data_container(_read_raw(train_file), config, seed=seed)
+        scale = set_intensity_scale(config)
+        train, val = build_training_loaders(container, gridsize=g, batch_size=bs, intensity_scale=scale, seed=seed,
+                                            shuffle=not config.sequential_sampling)
+
+        def drain(loader: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+            return [(torch_to_tf_images(b[0].numpy()), torch_to_tf_positions(b[1].numpy())) for b in loader]
+
+        out = {}
+        for e in range(min(user_paths.DATA_EPOCHS, int(config.nepochs))):
+            _set_sampler_epoch(train, e)
+            out[f"train/e{e}"] = drain(train)
+        if val is not None:
+            out["val"] = drain(val)
+        test = create_ptycho_data_container(_read_raw(test_file), config, seed=seed)
+        out["infer"] = drain(build_inference_loader(test, gridsize=g, batch_size=bs, intensity_scale=scale))
+        return out
+
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
+        """dataclass, the config factory, the torch config dataclasses + bridge, ``ptycho_train --backend
+        pytorch`` and ``python -m ptycho_torch.train``."""
+        from ptycho import params
+        from ptycho.config.config import ModelConfig as CanonicalModel
+        from ptycho.config.config import update_legacy_dict
+        from ptycho_torch import config_params as cp
+        from ptycho_torch import train as torch_train
+        from ptycho_torch.config_bridge import to_model_config, to_training_config
+        from ptycho_torch.config_factory import create_training_payload
+        from ptycho_torch.workflows import components
+
+        case = user_paths.config_case(scenario.data.N, scenario.data.gridsize, self.name)
+        self._dataclass_door(case, snapshot, self.name)
+
+        params.reset()
+        paths = ("train_data_file", "output_dir")
+        create_training_payload(case["train_data_file"], case["output_dir"],
+                                overrides={k: v for k, v in case.items() if k not in paths})
+        snapshot("config/torch_factory")
+
+        params.reset()
+        classes = (cp.DataConfig, cp.ModelConfig, cp.TrainingConfig)
+        data_kw, model_kw, training_kw = user_paths.torch_side_values(case, classes)
+        carried = {user_paths.TORCH_RENAMED.get(k, k) for kw in (data_kw, model_kw, training_kw) for k in kw}
+        model_names = {f.name for f in dataclasses.fields(CanonicalModel)}
+        rest = {k: v for k, v in case.items() if k not in carried}
+        data, model, training = cp.DataConfig(**data_kw), cp.ModelConfig(**model_kw), cp.TrainingConfig(**training_kw)
+        model_tf = to_model_config(data, model, {k: v for k, v in rest.items() if k in model_names})
+        update_legacy_dict(params.cfg, to_training_config(model_tf, data, model, training,
+                                                          {k: v for k, v in rest.items() if k not in model_names}))
+        snapshot("config/torch_configs")
+
+        self._ptycho_train_door(case, snapshot, components, "train_cdi_model_torch")
+        argv = user_paths.torch_train_argv(user_paths.door_case("torch_train", case))
+        self._cli_door("torch_train", lambda: torch_train.main(argv), components, "train_cdi_model_torch", snapshot)
+        return ["dataclass", "torch_factory", "torch_configs", "ptycho_train", "torch_train"]
+
+    def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
+                  ) -> dict[str, np.ndarray]:
+        """``load_inference_bundle_torch`` + ``predict_objects`` + ``stitch``, the inference payload,
+        ``ptycho_inference --backend pytorch`` and ``python -m ptycho_torch.inference``."""
+        from conformance.inputs import STITCH_M
+        from ptycho import params
+        from ptycho.workflows.common import create_ptycho_data_container, stitch
+        from ptycho_torch import inference as torch_inference
+        from ptycho_torch.config_factory import create_inference_payload
+        from ptycho_torch.workflows.components import load_inference_bundle_torch, predict_objects
+
+        bundle = run_dir / scenario.id / self.name / WORKFLOW_BUNDLE_DIR
+        config = scenario.training_config(test_file.name, "inference_out")
+        out: dict[str, np.ndarray] = {}
+        errors: dict[str, Exception] = {}
+
+        def api() -> None:
+            params.reset()
+            models, _ = load_inference_bundle_torch(bundle)
+            snapshot("inference/loaded")
+            container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
+            obj = predict_objects(models["diffraction_to_obj"], container, batch_size=int(config.batch_size))
+            out.update({"api/objects": obj, "api/offsets": container.global_offsets,
+                        "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
+
+        def payload() -> None:
+            params.reset()
+            create_inference_payload(bundle, test_file, Path("pytorch/inference_payload"),
+                                     overrides=user_paths.inference_case())
+            snapshot("inference/payload")
+
+        def torch_cli() -> None:
+            cli_out = Path("pytorch/inference_torch_cli")
+            code = torch_inference.main(["--model_path", str(bundle), "--test_data", str(test_file), "--output_dir",
+                                         str(cli_out), "--seed", str(scenario.data.seed), "--accelerator", "cpu",
+                                         "--quiet"])
+            if code != 0:
+                raise RuntimeError(f"python -m ptycho_torch.inference exited with status {code}")
+            with np.load(cli_out / "reconstruction.npz", allow_pickle=False) as npz:
+                out["torch_cli/stitched"] = np.asarray(npz["object"])
+
+        _route("load_inference_bundle_torch", api, errors)
+        _route("create_inference_payload", payload, errors)
+        _route("ptycho_inference", lambda: out.update({"cli/stitched": self._inference_cli(
+            bundle, test_file, Path("pytorch/inference_cli"), scenario.data.seed)}), errors)
+        _route("python -m ptycho_torch.inference", torch_cli, errors)
+        return _routes_done(out, errors)
+
 
 # --------------------------------------------------------------------------- NumPy reference
 @dataclass
@@ -299,12 +673,12 @@ class ReferenceAdapter(Adapter):
 
     def loss_and_grads(
         self, handle: _ReferenceHandle, x_scaled: np.ndarray, positions: np.ndarray, *, nll_weight: float,
-        mae_weight: float,
+        mae_weight: float, bad_pixels: np.ndarray | None = None,
     ) -> tuple[dict[str, float], None]:
         from ptycho.reference import model
 
         out = self.forward(handle, x_scaled, positions)
-        return model.losses(out, x_scaled, nll_weight=nll_weight, mae_weight=mae_weight), None
+        return model.losses(out, x_scaled, nll_weight=nll_weight, mae_weight=mae_weight, bad_pixels=bad_pixels), None
 
     def get_weights(self, handle: _ReferenceHandle) -> dict[str, np.ndarray]:
         return dict(handle.weights)
@@ -316,10 +690,120 @@ class ReferenceAdapter(Adapter):
             raise ValueError(f"unknown physics op {name!r}")
         return getattr(physics, name)(*args, **kwargs)
 
+    def data_batches(self, scenario: Scenario, train_file: Path, test_file: Path
+                     ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """The batches the core's grouping and batch plan define (:func:`conformance.user_paths.reference_batches`)."""
+        return user_paths.reference_batches(scenario.training_config(train_file.name, "data_out"), train_file,
+                                            test_file)
+
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
+        """The expected params.cfg of every door: the dataclass path with the part of the case the door carries."""
+        from ptycho import params
+        from ptycho.config.config import update_legacy_dict
+
+        case = user_paths.config_case(scenario.data.N, scenario.data.gridsize, "pytorch")
+        for door in user_paths.DOORS:
+            params.reset()
+            update_legacy_dict(params.cfg, user_paths.door_config(door, case, "pytorch"))
+            snapshot(f"config/{door}")
+        return list(user_paths.DOORS)
+
+    def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
+                  ) -> dict[str, np.ndarray]:
+        """For each backend's bundle: the NumPy forward of its canonical weights on the test groups
+        (``<backend>/objects``, ``offsets``, ``stitched``), the stitched images its CLIs should write, and
+        the params.cfg of the inference payload built from its manifest with the dataclasses."""
+        from conformance.inputs import STITCH_M
+        from ptycho import params
+        from ptycho.bundle import read_bundle
+        from ptycho.cli._common import stitch_crop
+        from ptycho.config.config import InferenceConfig, ModelConfig, update_legacy_dict
+        from ptycho.reference import model as ref_model
+        from ptycho.workflows.common import create_ptycho_data_container, model_inputs, stitch
+
+        out: dict[str, np.ndarray] = {}
+        raw = _read_raw(test_file)
+        for backend in ("tensorflow", "pytorch"):
+            bundle = run_dir / scenario.id / backend / WORKFLOW_BUNDLE_DIR
+            snap = read_bundle(bundle).params
+            weights = _bundle_canonical(bundle, scenario)
+            handle = self.build(scenario, weights)
+            scale = float(snap["intensity_scale"])
+
+            def objects(container: Any, handle: Any = handle, scale: float = scale) -> np.ndarray:
+                x, pos = model_inputs(container, scale)
+                return np.asarray(ref_model.forward(x, pos, handle.weights, handle.spec, probe_mask=handle.probe_mask,
+                                                    gaussian_smoothing_sigma=handle.gaussian_smoothing_sigma
+                                                    )["trimmed_object"], np.complex64)
+
+            config = scenario.training_config(test_file.name, "inference_out")
+            container = create_ptycho_data_container(raw, config, seed=scenario.data.seed)
+            obj = objects(container)
+            out[f"{backend}/objects"] = obj
+            out[f"{backend}/offsets"] = container.global_offsets
+            out[f"{backend}/stitched"] = stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]
+            # ptycho_inference: every scan position, --seed, the bundle's neighbour count, stitch_crop(N)
+            cli_config = InferenceConfig(model=scenario.model_config(), model_path=bundle, test_data_file=test_file,
+                                         subsample_seed=scenario.data.seed, neighbor_count=int(snap["neighbor_count"]),
+                                         backend=backend)
+            cli = create_ptycho_data_container(raw, cli_config)
+            # the API route's groups again when the CLI groups the same way (one forward, not two)
+            same = len(cli) == len(container) and np.array_equal(cli.nn_indices, container.nn_indices)
+            cli_obj = obj if same else objects(cli)
+            crop = stitch_crop(scenario.data.N)
+            out[f"{backend}/cli_stitched"] = stitch(cli_obj, cli.global_offsets, crop)[2][..., 0]
+            if backend == "pytorch":  # python -m ptycho_torch.inference: the same grouping, --M default 20
+                out[f"{backend}/torch_cli_stitched"] = stitch(cli_obj, cli.global_offsets, 20)[2][..., 0]
+                network = read_bundle(bundle).manifest["network"]
+                model = ModelConfig(**{k: network[k] for k in ("N", "gridsize", "n_filters_scale", "object_big",
+                                                               "probe_big", "pad_object", "amp_activation")})
+                params.reset()
+                update_legacy_dict(params.cfg, InferenceConfig(
+                    model=model, model_path=bundle, test_data_file=test_file,
+                    output_dir=Path("pytorch/inference_payload"), backend="pytorch", **user_paths.inference_case()))
+                snapshot("inference/payload")
+        return out
+
     def _unsupported(self, *_args: Any, **_kwargs: Any) -> Any:
         raise NotImplementedError("the NumPy reference has no optimiser, bundle or workflow")
 
     train_steps = save_bundle = load_bundle = e2e = _unsupported
+
+
+class RoutesFailed(RuntimeError):
+    """Some inference entry points failed; ``arrays`` holds what the others recorded."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], errors: Mapping[str, Exception]) -> None:
+        super().__init__("; ".join(f"{route}: {type(e).__name__}: {e}" for route, e in errors.items()))
+        self.arrays = arrays
+
+
+def _route(name: str, fn: Callable[[], None], errors: dict[str, Exception]) -> None:
+    """Run one inference entry point; a failure is collected (the other entry points still run)."""
+    try:
+        fn()
+    except Exception as exc:  # every entry point is judged, whichever fails
+        errors[name] = exc
+
+
+def _routes_done(out: dict[str, np.ndarray], errors: Mapping[str, Exception]) -> dict[str, np.ndarray]:
+    if errors:
+        raise RoutesFailed(out, errors) from next(iter(errors.values()))
+    return out
+
+
+def _bundle_canonical(bundle_dir: Path, scenario: Scenario) -> dict[str, np.ndarray]:
+    """The canonical weights in a bundle's ``canonical_weights.h5`` member, read strictly."""
+    import zipfile
+
+    from ptycho.canonical_weights import canonical_weights_from_bytes
+    from ptycho.network_spec import network_spec_from_config
+
+    path = Path(bundle_dir) / "wts.h5.zip"
+    with zipfile.ZipFile(path) as zf:
+        data = zf.read("canonical_weights.h5")
+    return canonical_weights_from_bytes(data, network_spec_from_config(scenario.model_config()),
+                                        source=f"{path}:canonical_weights.h5")[0]
 
 
 def make_adapter(side: str) -> Adapter:

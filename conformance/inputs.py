@@ -120,21 +120,43 @@ def _subset(raw: RawData, idx: np.ndarray) -> RawData:
     return RawData(
         raw.xcoords[idx], raw.ycoords[idx], raw.xcoords_start[idx], raw.ycoords_start[idx], raw.diff3d[idx],
         raw.probeGuess, raw.scan_index[idx], objectGuess=raw.objectGuess, metadata=raw.metadata,
-        diffraction_is="amplitude",
+        diffraction_is="amplitude", bad_pixels=raw.bad_pixels,
     )
+
+
+def bad_pixel_mask(N: int, count: int, seed: int) -> np.ndarray | None:
+    """``count`` distinct detector pixels marked bad (bool ``[N, N]``, seeded), or None for 0."""
+    if not count:
+        return None
+    mask = np.zeros(N * N, dtype=bool)
+    mask[np.random.default_rng([seed, 7]).choice(N * N, size=count, replace=False)] = True
+    return mask.reshape(N, N)
+
+
+def _with_bad_pixels(raw: RawData, mask: np.ndarray) -> RawData:
+    """``raw`` with the mask set and hot values (10 x the data maximum) at the bad pixels."""
+    d = raw.diff3d.copy()
+    d[:, mask] = 10.0 * float(d.max())
+    return RawData(raw.xcoords, raw.ycoords, raw.xcoords_start, raw.ycoords_start, d, raw.probeGuess,
+                   raw.scan_index, objectGuess=raw.objectGuess, metadata=raw.metadata, diffraction_is="amplitude",
+                   bad_pixels=mask)
 
 
 def simulate(scenario: Scenario) -> tuple[RawData, RawData | None]:
     """The scenario's simulated scan ``(train, test)``; ``test`` is None unless ``n_test_positions`` is set.
 
     One object and one scan of ``n_positions + n_test_positions`` positions
-    (``ptycho.simulate.simulate_dataset``, seed ``DataSpec.seed``), split in scan order.
+    (``ptycho.simulate.simulate_dataset``, seed ``DataSpec.seed``), split in scan order; with
+    ``DataSpec.bad_pixels`` the detector mask of :func:`bad_pixel_mask` and hot values there.
     """
     d = scenario.data
     n_train = _n_positions(scenario)
     n_test = d.n_test_positions or 0
     raw = simulate_dataset(d.N, n_train + n_test, object_kind=d.object_kind, nphotons=d.nphotons, seed=d.seed,
                            scan_spacing=SCAN_SPACING)
+    mask = bad_pixel_mask(d.N, d.bad_pixels, d.seed)
+    if mask is not None:
+        raw = _with_bad_pixels(raw, mask)
     if not n_test:
         return raw, None
     idx = np.arange(n_train + n_test)
@@ -238,6 +260,8 @@ def write_inputs(scenario: Scenario, directory: str | PathLike) -> Path:
         "coords_offsets": np.asarray(grouped["coords_offsets"][main], np.float64),
     }
     arrays.update({f"weights/{name}": w for name, w in weights.items()})
+    if train.bad_pixels is not None:
+        arrays["bad_pixels"] = train.bad_pixels
     for i in range(k):
         sl = slice(B * (i + 1), B * (i + 2))
         arrays[f"batches/{i}/x_scaled"] = x_all[sl]
@@ -283,6 +307,16 @@ class Inputs:
     @property
     def intensity_scale(self) -> float:
         return float(self.arrays["intensity_scale"])
+
+    @property
+    def bad_pixels(self) -> np.ndarray | None:
+        """The detector mask bool ``[N, N]`` of a bad-pixel scenario, else None."""
+        return self.arrays.get("bad_pixels")
+
+    @property
+    def loss_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``loss_and_grads`` / ``train_steps`` besides the loss weights."""
+        return {} if self.bad_pixels is None else {"bad_pixels": self.bad_pixels}
 
     @property
     def weights(self) -> dict[str, np.ndarray]:

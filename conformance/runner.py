@@ -207,9 +207,10 @@ _PHASE_COST = {"produce": 1.0, "consume": 0.45}
 
 
 def scenario_weight(scenario: Any) -> float:
-    """A rough cost of one scenario: e2e trains for epochs, bundles cost a save and a load."""
+    """A rough cost of one scenario: e2e / workflow train for epochs (once for both), bundles cost a save and a load."""
     stages = set(scenario.stages)
-    return 1.0 + 1.0 * ("save_load" in stages) + 0.5 * ("train_k_steps" in stages) + 6.0 * ("e2e" in stages)
+    return (1.0 + 1.0 * ("save_load" in stages) + 0.5 * ("train_k_steps" in stages)
+            + 6.0 * bool({"e2e", "workflow"} & stages) + 1.0 * ("inference" in stages))
 
 
 def plan_tasks(scenarios: Sequence[Any], *, shards: int, sides: Sequence[str] = SIDES) -> list[WorkerTask]:

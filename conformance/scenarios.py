@@ -48,6 +48,7 @@ __all__ = [
     "STAGES",
     "STAGE_REQUIRES",
     "TRAIN",
+    "USER",
     "DataSpec",
     "ExpectedFailure",
     "Scenario",
@@ -71,6 +72,10 @@ STAGES: tuple[str, ...] = (
     "params_cfg",
     "bundle_layout",
     "e2e",
+    "data",
+    "config",
+    "workflow",
+    "inference",
 )
 BACKENDS: tuple[str, ...] = ("tensorflow", "pytorch")
 REFERENCE = "reference"
@@ -81,17 +86,18 @@ PHASES: tuple[str, ...] = ("produce", "consume")
 PHASE_STAGES: dict[str, tuple[str, ...]] = {
     "produce": (
         "configure", "physics_ops", "forward", "losses", "gradients", "train_k_steps", "save_load",
-        "bundle_layout", "params_cfg", "e2e",
+        "bundle_layout", "params_cfg", "e2e", "data", "config", "workflow",
     ),
-    "consume": ("save_load", "transplant", "params_cfg"),
+    "consume": ("save_load", "transplant", "params_cfg", "inference"),
 }  # fmt: skip
 #: Stages the NumPy reference runs (it has no gradients, optimiser, bundle or workflow).
 REFERENCE_STAGES: frozenset[str] = frozenset({"configure", "physics_ops", "forward", "losses", "transplant",
-                                              "params_cfg"})
+                                              "params_cfg", "data", "config", "inference"})
 #: A stage needs these stages of the same scenario to have run first (they are added by :func:`stage_closure`).
 STAGE_REQUIRES: dict[str, tuple[str, ...]] = {
     "transplant": ("save_load",),  # the peer's bundle and trained weights are written by its save_load
     "bundle_layout": ("save_load",),  # the layout is read from the bundle save_load wrote
+    "inference": ("workflow",),  # the bundles reloaded are the ones each backend's own workflow saved
 }
 
 #: The stage sets the registry uses: CORE (no training, no bundle), TRAIN (+ k Adam steps), FULL (+ bundle,
@@ -100,6 +106,9 @@ CORE: tuple[str, ...] = ("configure", "physics_ops", "forward", "losses", "gradi
 TRAIN: tuple[str, ...] = (*CORE[:-1], "train_k_steps", "params_cfg")
 FULL: tuple[str, ...] = (*CORE[:-1], "train_k_steps", "save_load", "transplant", "params_cfg", "bundle_layout")
 E2E: tuple[str, ...] = ("configure", "params_cfg", "e2e")
+#: Each backend's user-facing code (specs/conformance.md, "User paths"): its own data pipeline, every config
+#: door, its own training loop (the run e2e scores) and its inference entry points on the saved bundles.
+USER: tuple[str, ...] = ("data", "config", "workflow", "inference")
 
 #: Keys of ``Scenario.training`` that belong to the harness, not to ``TrainingConfig``.
 HARNESS_TRAINING_KEYS: dict[str, Any] = {"k_steps": 3, "lr": conventions.LEARNING_RATE}
@@ -208,6 +217,8 @@ class DataSpec:
         n_positions: scan positions simulated (default: enough for ``B * (1 + k_steps)``
             groups); for e2e scenarios the training scan.
         n_test_positions: e2e only: extra positions of the same object, the test scan.
+        bad_pixels: detector pixels marked bad (``RawData.bad_pixels``; 0 = no mask); they hold
+            hot values in the simulated data and every side leaves them out of the losses.
     """
 
     N: int
@@ -221,6 +232,7 @@ class DataSpec:
     shift_xy: tuple[float, float] = OFF_CENTRE_SHIFT
     n_positions: int | None = None
     n_test_positions: int | None = None
+    bad_pixels: int = 0
 
     def __post_init__(self) -> None:
         if self.N not in conventions.SUPPORTED_N:
@@ -241,6 +253,9 @@ class DataSpec:
             raise ValueError(f"DataSpec.nphotons={self.nphotons!r}: expected a positive photon count")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"DataSpec.seed={self.seed!r}: expected an integer >= 0")
+        b = self.bad_pixels
+        if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < self.N * self.N:
+            raise ValueError(f"DataSpec.bad_pixels={b!r}: expected an integer in [0, N*N)")
 
     @property
     def C(self) -> int:
@@ -504,10 +519,32 @@ REGISTRY: dict[str, Scenario] = _registry([
     make_scenario("bc72_gs3_b8", gridsize=3, batch=8, seed=21, description="batch 8 x C 9 = 72 patches per batch"),
     make_scenario("bc64_offcentre_gs2", gridsize=2, batch=16, offsets="off_centre", seed=24, K=4,
                   description="batch 16 x C 4 with off-centre offsets"),
+    # ---- detector bad pixels (hot values in the data, masked out of both diffraction losses)
+    make_scenario("bad_pixels_gs2", gridsize=2, batch=4, stages=TRAIN, training={"mae_weight": 0.3}, seed=26,
+                  bad_pixels=37, description="37 hot bad detector pixels masked out of the Poisson + MAE losses"),
     # ---- end to end: each backend's own workflow on simulated data
-    make_scenario("e2e_gs1_n32", gridsize=1, batch=4, stages=E2E, training=_E2E_TRAINING, seed=25,
-                  n_positions=96, n_test_positions=48,
-                  description="run_cdi_example / run_cdi_example_torch: 3 epochs, stitched test reconstruction"),
+    make_scenario("e2e_gs1_n32", gridsize=1, batch=4, stages=(*E2E, "data", "workflow", "inference"),
+                  training={**_E2E_TRAINING, "scheduler": "ReduceLROnPlateau", "plateau_patience": 1,
+                            "plateau_threshold": 0.9, "mae_weight": 0.2, "realspace_weight": 1.0,
+                            "realspace_mae_weight": 0.1},
+                  seed=25, n_positions=96, n_test_positions=48,
+                  description="run_cdi_example / run_cdi_example_torch: 3 epochs, stitched test reconstruction; "
+                              "ReduceLROnPlateau (patience 1, so the rate halves within the run) and Poisson + MAE "
+                              "+ real-space losses; the same run's data pipeline, training record and bundle"),
+    # ---- each backend's user-facing code at gridsize 2 and 3 with non-default options (specs: "User paths")
+    make_scenario("e2e_gs2_n32", gridsize=2, batch=4, stages=(*E2E, *USER), seed=26, n_positions=80,
+                  n_test_positions=32,
+                  training={"nepochs": 3, "batch_size": 8, "n_groups": 29, "scheduler": "Exponential",
+                            "probe_trainable": True, "intensity_scale_trainable": False, "mae_weight": 0.3},
+                  description="gridsize 2 end to end: Exponential schedule, trainable probe, frozen intensity "
+                              "scale, Poisson + 0.3 MAE; 29 groups (28 + 1 for validation; 29 test groups: not "
+                              "multiples of the batch of 8); every config door"),
+    make_scenario("wf_gs3_warmup", gridsize=3, batch=4, stages=(*E2E[:2], "data", "workflow", "inference"), seed=27,
+                  n_positions=48, n_test_positions=21,
+                  training={"nepochs": 3, "batch_size": 8, "n_groups": 20, "scheduler": "WarmupCosine",
+                            "lr_warmup_epochs": 1, "lr_min_ratio": 0.2},
+                  description="gridsize 3 workflow with WarmupCosine; 20 test groups reloaded through every "
+                              "inference entry point"),
 ])
 
 #: The scenarios ``nox -s parity`` runs, in report order.

@@ -29,6 +29,12 @@ Phase ``produce`` (stages in this order; ``params.cfg`` snapshots in brackets):
 * ``bundle_layout``: the bundle's member tree, manifest, backend tag and canonical weight
   names/shapes/dtypes (:func:`bundle_layout`);
 * ``e2e``: ``e2e/amplitude``, ``e2e/phase`` (stitched ``[S, S]``), ``e2e/loss_history``;
+* ``data``: ``data/{train/e0,train/e1,val,infer}/{x_scaled,positions,sizes}``, the batches the side's own
+  data pipeline yields (the reference: the core's grouping and batch plan);
+* ``workflow``: one run of the backend's own training workflow (shared with ``e2e``) [``workflow/saved``]:
+  ``workflow/{train_loss,val_loss,lr}`` per epoch, ``workflow/weights/<name>``, values ``trainable``; the
+  bundle in ``RUN/<sid>/<side>/workflow_bundle/``;
+* ``config``: every config door of the side [``config/<door>``];
 * ``params_cfg``: the snapshots above (stage values list the points).
 
 Phase ``consume`` (a fresh process): ``save_load`` loads the side's own bundle [``after_load``]
@@ -36,6 +42,9 @@ and runs the forward (``save_load/<key>``, with ``save_load/saver/<key>`` copied
 ``transplant`` loads the peer's trained weights in memory (``transplant/memory/<key>``) and
 through the ``canonical_weights.h5`` member of the peer's bundle (``transplant/file/<key>``);
 the reference computes ``transplant/<backend>/<key>`` for each backend's trained weights.
+``inference`` reloads the workflow's bundle through the backend's inference entry points
+(``inference/{api,cli,torch_cli}/...`` [``inference/loaded``, ``inference/payload``]); the reference
+computes ``inference/<backend>/...`` from each bundle's canonical weights.
 """
 
 from __future__ import annotations
@@ -56,10 +65,18 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from conformance.backends import Adapter, make_adapter, prepare_process
+from conformance.backends import (
+    WORKFLOW_BUNDLE_DIR,
+    Adapter,
+    RoutesFailed,
+    WorkflowResult,
+    make_adapter,
+    prepare_process,
+)
 from conformance.inputs import INPUTS_NAME, OP_SIGNATURES, SCENARIO_NAME, Inputs, read_inputs, write_inputs
 from conformance.record import encode_params_cfg, load_record, write_npz, write_record
 from conformance.scenarios import BACKENDS, PHASE_STAGES, PHASES, REFERENCE, SIDES, Scenario, stage_closure
+from conformance.user_paths import finite_or_none, put_batches
 
 __all__ = [
     "BUNDLE_DIR",
@@ -249,7 +266,7 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
             for key, value in adapter.forward(handle(), x, pos).items():
                 rec.put("forward", key, value)
 
-    grads_call = _Once(lambda: adapter.loss_and_grads(handle(), x, pos, **sc.loss_weights))
+    grads_call = _Once(lambda: adapter.loss_and_grads(handle(), x, pos, **sc.loss_weights, **inputs.loss_kwargs))
     if "losses" in stages:
         with rec.stage("losses") as entry:
             losses, _ = grads_call()
@@ -266,7 +283,8 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
 
     if "train_k_steps" in stages:
         with rec.stage("train_k_steps") as entry:
-            losses = adapter.train_steps(handle(), inputs.batches, lr=sc.lr, **sc.loss_weights)
+            losses = adapter.train_steps(handle(), inputs.batches, lr=sc.lr, **sc.loss_weights,
+                                         **inputs.loss_kwargs)
             rec.put("train_k_steps", "loss", np.asarray(losses, np.float64))
             for name, w in adapter.get_weights(handle()).items():
                 rec.put("train_k_steps", f"weights/{name}", w)
@@ -289,14 +307,43 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
             if rec.bundle_layout["read_error"]:
                 raise ValueError(f"ptycho.bundle.read_bundle rejects the bundle: {rec.bundle_layout['read_error']}")
 
+    if "data" in stages:
+        with rec.stage("data") as entry:
+            params.reset()
+            found = adapter.data_batches(sc, inputs.train_file, inputs.test_file)
+            for key, batches in found.items():
+                put_batches(lambda k, v: rec.put("data", k, v), key, batches)
+            entry["values"] = {"batch_sizes": {k: [len(x) for x, _ in b] for k, b in found.items()}}
+
+    def run_workflow() -> WorkflowResult:
+        params.reset()
+        result = adapter.workflow(sc, inputs.train_file, inputs.test_file, f"{adapter.name}/{WORKFLOW_BUNDLE_DIR}")
+        rec.snapshot("workflow/saved")
+        return result
+
+    workflow = _Once(run_workflow)  # one training run serves the e2e, workflow and inference stages
     if "e2e" in stages:
         with rec.stage("e2e") as entry:
-            params.reset()
-            result = adapter.e2e(sc, inputs.train_file, inputs.test_file, f"{adapter.name}/e2e_out")
+            result = workflow().e2e()
             rec.put("e2e", "amplitude", result.amplitude)
             rec.put("e2e", "phase", result.phase)
             rec.put("e2e", "loss_history", result.loss_history)
             entry["values"] = result.values
+    if "workflow" in stages:
+        with rec.stage("workflow") as entry:
+            run = workflow()
+            for key, series in run.history.items():
+                if series:
+                    rec.put("workflow", key, np.asarray(series, np.float64))
+            for name, w in run.weights.items():
+                rec.put("workflow", f"weights/{name}", w)
+            entry["values"] = {"trainable": run.trainable, "history": {k: finite_or_none(v)
+                                                                      for k, v in run.history.items()},
+                               "bundle": str(run.bundle_dir)}
+
+    if "config" in stages:
+        with rec.stage("config") as entry:
+            entry["values"] = {"doors": adapter.config_doors(sc, rec.snapshot)}
 
     if "params_cfg" in stages:
         with rec.stage("params_cfg") as entry:
@@ -374,6 +421,17 @@ def _consume(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
                 except Exception as exc:  # the other route still runs
                     failed[route] = exc
             _raise_collected("transplant route", failed, entry)
+
+    if "inference" in stages:
+        with rec.stage("inference"):
+            try:
+                arrays = adapter.inference(sc, run_dir, inputs.test_file, rec.snapshot)
+            except RoutesFailed as failed:  # record what the other entry points produced, then fail the stage
+                for key, value in failed.arrays.items():
+                    rec.put("inference", key, value)
+                raise
+            for key, value in arrays.items():
+                rec.put("inference", key, value)
 
     if "params_cfg" in stages:
         with rec.stage("params_cfg") as entry:

@@ -38,10 +38,14 @@ from zlib import error as zlib_error
 
 import numpy as np
 
-from ptycho.atomic import atomic_path
+from ptycho import bundle_schema
+from ptycho.atomic import atomic_path, remove_stale_temps
 from ptycho.errors import (
     BundleBackendMismatchError,
     BundleFormatError,
+    BundleInconsistentError,
+    BundleSchemaError,
+    BundleTooLargeError,
     BundleVersionError,
     UnsafeBundleError,
 )
@@ -180,28 +184,25 @@ def _encode(value: Any, key: str) -> Any:
     raise TypeError(f"params['{key}'] has type {type(value).__name__}, which the bundle cannot store")
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any, field: str, file: str | PathLike | None) -> Any:
+    """The Python value of one schema-valid params.json value (``field`` names it in errors)."""
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, f"{field}.{i}", file) for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
     if "__ndarray__" in value:
-        spec = value["__ndarray__"]
-        dtype = np.dtype(spec["dtype"])
-        if dtype.hasobject:
-            raise UnsafeBundleError("params.json holds an object array")
-        raw = base64.b64decode(spec["data"])
-        return np.frombuffer(raw, dtype=dtype).reshape(spec["shape"]).copy()
+        return bundle_schema.decode_ndarray(value["__ndarray__"], "params.json", f"{field}.__ndarray__", file)
     if "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
+        return tuple(_decode(v, f"{field}.__tuple__.{i}", file) for i, v in enumerate(value["__tuple__"]))
     if "__complex__" in value:
         re_, im_ = value["__complex__"]
         return complex(re_, im_)
     if "__float__" in value:
         return float(value["__float__"])
     if "__dict__" in value:
-        return {k: _decode(v) for k, v in value["__dict__"].items()}
-    raise BundleFormatError(f"params.json holds an unknown encoded value {sorted(value)}")
+        return {k: _decode(v, f"{field}.__dict__.{k}", file) for k, v in value["__dict__"].items()}
+    raise BundleSchemaError(f"unknown encoded value {sorted(value)[:5]}", file=file, member="params.json",
+                            field=field)
 
 
 def encode_params(params: Mapping[str, Any]) -> bytes:
@@ -210,14 +211,17 @@ def encode_params(params: Mapping[str, Any]) -> bytes:
     return json.dumps({"version": 1, "params": body}, indent=1, sort_keys=True).encode()
 
 
-def decode_params(data: bytes) -> dict[str, Any]:
-    """Inverse of :func:`encode_params`."""
-    try:
-        doc = json.loads(data)
-        body = doc["params"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleFormatError(f"params.json is malformed ({exc})") from None
-    return {k: _decode(v) for k, v in body.items()}
+def decode_params(data: bytes, *, file: str | PathLike | None = None) -> dict[str, Any]:
+    """Inverse of :func:`encode_params`, for untrusted bytes.
+
+    The text is size- and depth-bounded before parsing and checked against
+    :data:`ptycho.bundle_schema.PARAMS_SCHEMA`; arrays are decoded strictly
+    (:func:`ptycho.bundle_schema.decode_ndarray`).  Raises a ``BundleError`` subclass naming
+    ``params.json`` and the field.
+    """
+    doc = bundle_schema.load_json(data, "params.json", file)
+    bundle_schema.validate(doc, "params.json", file)
+    return {k: _decode(v, f"params.{k}", file) for k, v in doc["params"].items()}
 
 
 # --------------------------------------------------------------------------- writing
@@ -258,6 +262,9 @@ def write_bundle(
     pad_object, amp_activation) and ``physics`` the settings of
     :data:`PHYSICS_MANIFEST_KEYS` (canvas size ``P`` in pixels, probe disk mask on/off,
     exit-wave smoothing sigma), so a loader can rebuild the model without reading anything else.
+    The snapshot's network keys (``N``, ``gridsize``, ``n_filters_scale``, ``object.big``, ...;
+    :data:`ptycho.bundle_schema.NETWORK_PARAM_KEYS`) are set from ``network``, which a loader
+    requires them to equal.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is invalid: expected one of {BACKENDS}")
@@ -266,8 +273,14 @@ def write_bundle(
     if set(physics) != set(PHYSICS_MANIFEST_KEYS):
         raise ValueError(f"physics must have exactly the keys {PHYSICS_MANIFEST_KEYS}, got {sorted(physics)}")
     allowed = PAYLOAD_MEMBERS[backend]
+    # the saved network is the truth: a params snapshot taken from a stale params.cfg (another N or
+    # gridsize than the model's) would otherwise make the bundle inconsistent, and it is refused on load
+    snapshot = dict(params_snapshot)
+    for key, net_key in bundle_schema.NETWORK_PARAM_KEYS.items():
+        if net_key in network and key in snapshot:
+            snapshot[key] = network[net_key]
     members: dict[str, bytes] = {
-        "params.json": encode_params(params_snapshot),
+        "params.json": encode_params(snapshot),
         "canonical_weights.h5": bytes(canonical_weights),
     }
     for model in MODEL_NAMES:
@@ -342,47 +355,133 @@ def _parse_version(text: Any, path: Path) -> tuple[int, int]:
     try:
         major, minor = (int(part) for part in str(text).split("-")[0].split("."))
     except ValueError:
-        raise BundleFormatError(f"manifest version {text!r} is not 'major.minor'", file=path) from None
+        raise BundleFormatError(f"manifest version {_short(text)} is not 'major.minor'", file=path) from None
     return major, minor
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: Path) -> bytes:
+    """The inflated bytes of one member, refusing more than ``limit`` bytes before inflating.
+
+    ``zipfile`` stops inflating at the size the archive declares (``info.file_size``) and checks the
+    CRC, so at most ``limit`` bytes are ever allocated, in one buffer (no chunk list, no copy).
+    """
+    if info.file_size > limit:
+        raise BundleTooLargeError(
+            f"inflates to {info.file_size} bytes, more than the {limit} this bundle may hold there",
+            file=path, member=info.filename, fix="do not load this file",
+        )
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(info.file_size)
+            if fh.read(1):
+                raise zipfile.BadZipFile("more data than the archive declares")
+    except (zipfile.BadZipFile, zlib_error, EOFError, OSError, NotImplementedError) as exc:
+        raise BundleFormatError(
+            f"is corrupt ({exc})", file=path, member=info.filename, fix="re-save the bundle"
+        ) from None
+    if len(data) != info.file_size:
+        raise BundleFormatError("is truncated", file=path, member=info.filename, fix="re-save the bundle")
+    return data
+
+
+def _check_archive(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+    """Structural checks of the archive itself; returns ``{name: ZipInfo}``."""
+    infos = zf.infolist()
+    if len(infos) > 64:
+        raise UnsafeBundleError(f"archive holds {len(infos)} members; a bundle has at most 8", file=path)
+    names = [i.filename for i in infos]
+    for info in infos:
+        _check_member_name(info.filename, path)
+        mode = (info.external_attr >> 16) & 0o170000
+        if mode == 0o120000:
+            raise UnsafeBundleError(f"member '{info.filename}' is a symbolic link", file=path)
+    if len(set(names)) != len(names):
+        raise UnsafeBundleError("archive holds duplicate member names", file=path)
+    if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED_BYTES:
+        raise BundleTooLargeError("archive would inflate beyond the size limit "
+                                  f"({MAX_UNCOMPRESSED_BYTES} bytes)", file=path)
+    return {i.filename: i for i in infos}
+
+
+def _check_manifest_head(manifest: Any, path: Path, expected_backend: str | None) -> None:
+    """Format, version and backend, checked before the full schema (so each gets its own error)."""
+    if not isinstance(manifest, dict):
+        raise BundleSchemaError(f"is a {type(manifest).__name__}, expected a JSON object", file=path,
+                                member="manifest.json", fix="re-save the bundle")
+    for key in ("format", "version", "backend"):
+        if key not in manifest:
+            raise BundleFormatError(f"manifest.json lacks the key '{key}'", file=path, fix="re-save the bundle")
+    if manifest["format"] != FORMAT_NAME:
+        raise BundleFormatError(f"manifest format {_short(manifest['format'])} is not {FORMAT_NAME!r}", file=path)
+    major, _minor = _parse_version(manifest["version"], path)
+    if major > SUPPORTED_MAJOR:
+        raise BundleVersionError(
+            f"bundle format version {manifest['version']} is newer than this ptychopinn understands "
+            f"(up to {SUPPORTED_MAJOR}.x)",
+            file=path,
+            fix="upgrade ptychopinn",
+        )
+    if major < SUPPORTED_MAJOR:
+        raise BundleFormatError(
+            f"bundle format version {manifest['version']} predates this format", file=path,
+            fix="retrain with this ptychopinn",
+        )
+    backend = manifest["backend"]
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise BundleFormatError(f"manifest backend {_short(backend)} is not one of {BACKENDS}", file=path)
+    if expected_backend is not None and backend != expected_backend:
+        raise BundleBackendMismatchError(
+            f"this bundle was written by the {backend} backend, but the {expected_backend} loader was "
+            f"called",
+            file=path,
+            fix=f"load it with {_FRAMEWORK_HINT[backend]}",
+        )
 
 
 def read_bundle(location: str | PathLike, *, expected_backend: str | None = None) -> Bundle:
     """Read and validate a bundle without executing anything from it.
 
+    Everything the bundle declares is checked before anything else is read or allocated
+    (``specs/bundle.md``, "Validation"): the manifest against
+    :data:`ptycho.bundle_schema.MANIFEST_SCHEMA` (types, allowed values, network bounds), each
+    member's size against what the declared network needs, then each member is inflated into
+    one buffer of at most that size and checked against its sha256, and ``params.json`` is
+    checked against :data:`ptycho.bundle_schema.PARAMS_SCHEMA`, the ``params.cfg`` rules and the
+    manifest.  Nothing global is changed.
+
     Raises (all subclasses of :class:`ptycho.errors.BundleError`):
     ``BundleFormatError`` for a missing, truncated or non-zip file, a missing member, a
-    malformed manifest, a checksum mismatch, or a legacy upstream archive;
-    ``UnsafeBundleError`` for members escaping the directory, unexpected members
-    (such as ``custom_objects.dill``), symlinks, or archives too large to inflate;
-    ``BundleVersionError`` for a newer format major version;
-    ``BundleBackendMismatchError`` when ``expected_backend`` differs from the manifest's.
+    checksum mismatch, or a legacy upstream archive; ``BundleSchemaError`` (a
+    ``BundleFormatError``) for a manifest or params value of the wrong type, outside its
+    allowed values or bounds, or nested too deeply; ``BundleInconsistentError`` when
+    params.json contradicts the manifest or a member's size differs from the declared one;
+    ``UnsafeBundleError`` for members escaping the directory, unexpected members (such as
+    ``custom_objects.dill``), symlinks; ``BundleTooLargeError`` (an ``UnsafeBundleError``)
+    for members or networks larger than allowed; ``BundleVersionError`` for a newer format
+    major version; ``BundleBackendMismatchError`` when ``expected_backend`` differs from the
+    manifest's.
     """
     path = bundle_path(location)
+    remove_stale_temps(path)  # leftovers of saves killed mid-write (never a live concurrent save's)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no model bundle here. Fix: pass the directory that holds {BUNDLE_FILENAME}")
-    if not zipfile.is_zipfile(path):
+    if not path.is_file() or not zipfile.is_zipfile(path):
         raise BundleFormatError(
             "not a zip archive (truncated or corrupt)", file=path, fix="re-save the model bundle"
         )
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise BundleFormatError(f"cannot open the archive ({exc})", file=path) from None
     with zf:
-        infos = zf.infolist()
-        names = [i.filename for i in infos]
-        for info in infos:
-            _check_member_name(info.filename, path)
-            mode = (info.external_attr >> 16) & 0o170000
-            if mode == 0o120000:
-                raise UnsafeBundleError(f"member '{info.filename}' is a symbolic link", file=path)
-        if len(set(names)) != len(names):
-            raise UnsafeBundleError("archive holds duplicate member names", file=path)
-        if sum(i.file_size for i in infos) > MAX_UNCOMPRESSED_BYTES:
-            raise UnsafeBundleError("archive would inflate beyond the size limit", file=path)
-
-        if "manifest.json" not in names:
-            if "manifest.dill" in names:
+        infos = _check_archive(zf, path)
+        if "manifest.json" not in infos:
+            if "manifest.dill" in infos:
                 raise BundleFormatError(
                     "legacy upstream PtychoPINN archive (manifest.dill and custom_objects.dill, no "
                     "manifest.json); loading it would require unpickling code from the archive, which "
@@ -393,86 +492,62 @@ def read_bundle(location: str | PathLike, *, expected_backend: str | None = None
                 )
             raise BundleFormatError("missing member 'manifest.json'", file=path, fix="re-save the bundle")
 
-        def read(name: str) -> bytes:
-            try:
-                return zf.read(name)
-            except KeyError:
-                raise BundleFormatError(f"missing member '{name}'", file=path, fix="re-save the bundle") from None
-            except (zipfile.BadZipFile, zlib_error, EOFError, OSError) as exc:
-                raise BundleFormatError(
-                    f"member '{name}' is corrupt ({exc})", file=path, fix="re-save the bundle"
-                ) from None
-
-        try:
-            manifest = json.loads(read("manifest.json"))
-        except ValueError as exc:
-            raise BundleFormatError(f"manifest.json is not valid JSON ({exc})", file=path) from None
-        if not isinstance(manifest, dict):
-            raise BundleFormatError("manifest.json is not an object", file=path)
-        for key in ("format", "version", "backend", "models", "members", "network", *PHYSICS_MANIFEST_KEYS):
-            if key not in manifest:
-                raise BundleFormatError(f"manifest.json lacks the key '{key}'", file=path, fix="re-save the bundle")
-        if manifest["format"] != FORMAT_NAME:
-            raise BundleFormatError(f"manifest format {manifest['format']!r} is not {FORMAT_NAME!r}", file=path)
-        major, _minor = _parse_version(manifest["version"], path)
-        if major > SUPPORTED_MAJOR:
-            raise BundleVersionError(
-                f"bundle format version {manifest['version']} is newer than this ptychopinn understands "
-                f"(up to {SUPPORTED_MAJOR}.x)",
-                file=path,
-                fix="upgrade ptychopinn",
-            )
-        if major < SUPPORTED_MAJOR:
-            raise BundleFormatError(
-                f"bundle format version {manifest['version']} predates this format", file=path,
-                fix="retrain with this ptychopinn",
-            )
+        raw = _read_member(zf, infos["manifest.json"], bundle_schema.MAX_JSON_BYTES["manifest.json"], path)
+        manifest = bundle_schema.load_json(raw, "manifest.json", path)
+        _check_manifest_head(manifest, path, expected_backend)
+        bundle_schema.validate(manifest, "manifest.json", path)
         backend = manifest["backend"]
-        if backend not in BACKENDS:
-            raise BundleFormatError(f"manifest backend {backend!r} is not one of {BACKENDS}", file=path)
-        if expected_backend is not None and backend != expected_backend:
-            raise BundleBackendMismatchError(
-                f"this bundle was written by the {backend} backend, but the {expected_backend} loader was "
-                f"called",
-                file=path,
-                fix=f"load it with {_FRAMEWORK_HINT[backend]}",
-            )
-        if sorted(manifest["models"]) != sorted(MODEL_NAMES):
-            raise BundleFormatError(f"manifest models {manifest['models']} are not {list(MODEL_NAMES)}", file=path)
+        limits = bundle_schema.member_size_limits(manifest["network"], path)
 
         allowed = set(TOP_LEVEL_MEMBERS) | {f"{m}/{f}" for m in MODEL_NAMES for f in PAYLOAD_MEMBERS[backend]}
-        unexpected = sorted(set(names) - allowed - {n for n in names if n.endswith("/")})
+        unexpected = sorted(set(infos) - allowed - {n for n in infos if n.endswith("/")})
         if unexpected:
             raise UnsafeBundleError(
                 f"unexpected members {unexpected}; a {backend} bundle may hold only {sorted(allowed)}",
                 file=path,
                 fix="do not load archives from untrusted sources; re-save the bundle with ptychopinn",
             )
-        declared = manifest["members"]
-        payloads: dict[str, dict[str, bytes]] = {m: {} for m in MODEL_NAMES}
-        contents: dict[str, bytes] = {}
-        for name, meta in declared.items():
+        declared: dict[str, dict[str, Any]] = manifest["members"]
+        for name, meta in declared.items():  # every size is checked before any member is inflated
             if name not in allowed or name in ("manifest.json", "manifest.dill"):
                 raise UnsafeBundleError(f"manifest declares the unexpected member '{name}'", file=path)
-            data = read(name)
-            if _sha256(data) != meta.get("sha256"):
+            limit = limits.get(name, limits["weights"])
+            if meta["size"] > limit:
+                raise BundleTooLargeError(
+                    f"declared size {meta['size']} exceeds the {limit} bytes this member may hold for the "
+                    f"declared network", file=path, member="manifest.json", field=f"members.{name}.size",
+                    fix="do not load this file",
+                )
+            if name in infos and infos[name].file_size != meta["size"]:
+                raise BundleInconsistentError(
+                    f"the archive says member '{name}' holds {infos[name].file_size} bytes, the manifest "
+                    f"declares {meta['size']}", file=path, member="manifest.json", field=f"members.{name}.size",
+                    fix="re-save the bundle",
+                )
+        for required in ("params.json", "canonical_weights.h5",
+                         *(f"{m}/{PAYLOAD_MEMBERS[backend][0]}" for m in MODEL_NAMES)):
+            if required not in declared or required not in infos:
+                raise BundleFormatError(f"missing member '{required}'", file=path, fix="re-save the bundle")
+
+        contents: dict[str, bytes] = {}
+        for name, meta in declared.items():
+            if name not in infos:
+                raise BundleFormatError(f"missing member '{name}'", file=path, fix="re-save the bundle")
+            data = _read_member(zf, infos[name], meta["size"], path)
+            if _sha256(data) != meta["sha256"]:
                 raise BundleFormatError(
                     f"member '{name}' does not match its checksum (corrupt or edited)", file=path,
                     fix="re-save the bundle",
                 )
             contents[name] = data
-        for required in ("params.json", "canonical_weights.h5"):
-            if required not in contents:
-                raise BundleFormatError(f"missing member '{required}'", file=path, fix="re-save the bundle")
+        params = decode_params(contents.pop("params.json"), file=path)
+        bundle_schema.check_params(params, manifest, path)
+        payloads: dict[str, dict[str, bytes]] = {m: {} for m in MODEL_NAMES}
         for model in MODEL_NAMES:
-            required = f"{model}/{PAYLOAD_MEMBERS[backend][0]}"
-            if required not in contents:
-                raise BundleFormatError(f"missing member '{required}'", file=path, fix="re-save the bundle")
             for fname in PAYLOAD_MEMBERS[backend]:
                 key = f"{model}/{fname}"
                 if key in contents:
-                    payloads[model][fname] = contents[key]
-        params = decode_params(contents["params.json"])
+                    payloads[model][fname] = contents.pop(key)
     return Bundle(
         path=path,
         manifest=manifest,

@@ -42,6 +42,7 @@ import h5py
 import numpy as np
 
 from ptycho.atomic import atomic_path
+from ptycho.container_safety import check_plain_hdf5
 from ptycho.errors import CanonicalWeightsError, ConfigError
 from ptycho.network_spec import CANONICAL_KERNEL_LAYOUT, NetworkSpec, build_network_spec
 
@@ -323,6 +324,9 @@ def read_canonical_weights(
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        UnsafeBundleError: a dataset with external raw storage, a virtual dataset, a soft or
+            external link, a filter, or a non-numeric dtype (``ptycho.container_safety``); checked
+            before any dataset is read.
         CanonicalWeightsError: not an HDF5 file; wrong ``format`` or ``format_version``;
             a kernel layout other than HWIO; a configuration attribute missing, invalid or
             different from ``spec``; a group where a dataset belongs; a missing or extra
@@ -357,6 +361,7 @@ def _read(
             fix="pass a file written by write_canonical_weights",
         ) from exc
     with h5:
+        check_plain_hdf5(h5, file=label)  # no external storage, virtual datasets, links, filters, odd dtypes
         attrs = _check_attrs({k: _plain(v) for k, v in h5.attrs.items()}, label)
         file_spec = spec_from_attrs(attrs, file=label)
         if spec is not None:

@@ -63,11 +63,30 @@ class ConfigError(PtychoError, ValueError):
 
 
 class BundleError(PtychoError, ValueError):
-    """A ``wts.h5.zip`` model bundle cannot be loaded (``specs/bundle.md``)."""
+    """A ``wts.h5.zip`` model bundle cannot be loaded (``specs/bundle.md``).
 
-    def __init__(self, message: str, *, file: str | PathLike | None = None, fix: str | None = None) -> None:
+    ``member`` names the archive member at fault (``'params.json'``, ``'autoencoder/model.keras'``)
+    and ``field`` the value inside it (a JSON path such as ``network.n_filters_scale``, an HDF5
+    dataset name); the message reads ``<file>: member '<member>': field '<field>': <what>. Fix: ...``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | PathLike | None = None,
+        fix: str | None = None,
+        member: str | None = None,
+        field: str | None = None,
+    ) -> None:
         self.file = None if file is None else str(file)
         self.fix = fix
+        self.member = member
+        self.field = field
+        if member is not None:
+            message = f"member '{member}': " + (f"field '{field}': " if field is not None else "") + message
+        elif field is not None:
+            message = f"field '{field}': {message}"
         super().__init__(_compose(message, file, None, fix))
 
 
@@ -85,6 +104,20 @@ class BundleVersionError(BundleError):
 
 class UnsafeBundleError(BundleError):
     """The archive holds something that loading would have to execute or that escapes its directory."""
+
+
+class BundleSchemaError(BundleFormatError):
+    """A value in ``manifest.json`` or ``params.json`` has the wrong type, is outside its allowed
+    values or bounds, or the JSON nests too deeply (``ptycho.bundle_schema``)."""
+
+
+class BundleInconsistentError(BundleFormatError):
+    """Members of the bundle contradict each other (manifest vs params.json, vs the canonical
+    weights, or a model stored under the wrong role)."""
+
+
+class BundleTooLargeError(UnsafeBundleError):
+    """A member is, or inflates to, more bytes than the manifest declares or the format allows."""
 
 
 class BackendUnavailableError(PtychoError, RuntimeError):

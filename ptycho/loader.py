@@ -40,6 +40,8 @@ class PtychoDataContainer:
       compatibility; unused by training).
     - ``X_full_norm`` float or None: the factor that turned diffraction into ``X``.
     - ``sample_indices``: indices into the raw data when it was subsampled, else None.
+    - ``bad_pixels`` bool ``[N, N]`` or None: detector pixels that were not measured
+      (True); both backends leave them out of the diffraction losses.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class PtychoDataContainer:
         *,
         X_full_norm: float | None = None,
         sample_indices: np.ndarray | None = None,
+        bad_pixels: np.ndarray | None = None,
     ) -> None:
         self.X = np.asarray(X, dtype=np.float32)
         self.Y_I = np.asarray(Y_I, dtype=np.float32)
@@ -72,6 +75,7 @@ class PtychoDataContainer:
         self.probe = np.asarray(probeGuess, dtype=np.complex64)
         self.X_full_norm = X_full_norm
         self.sample_indices = sample_indices
+        self.bad_pixels = None if bad_pixels is None else np.asarray(bad_pixels, dtype=bool)
         self._check()
 
     def _check(self) -> None:
@@ -96,6 +100,12 @@ class PtychoDataContainer:
         if N != N2 or self.probe.shape != (N, N):
             raise DataContractError(
                 f"probe shape {self.probe.shape} does not match the {N}x{N2} patterns", field="probeGuess"
+            )
+        if self.bad_pixels is not None and self.bad_pixels.shape != (N, N):
+            raise DataContractError(
+                f"bad_pixels shape {self.bad_pixels.shape} does not match the {N}x{N2} patterns",
+                field="bad_pixels",
+                fix="pass the [N, N] detector mask of the same dataset",
             )
 
     @property
@@ -124,14 +134,16 @@ class PtychoDataContainer:
             self.global_offsets[idx], self.local_offsets[idx], self.probe,
             X_full_norm=self.X_full_norm,
             sample_indices=None if self.sample_indices is None else np.asarray(self.sample_indices)[idx],
+            bad_pixels=self.bad_pixels,
         )
 
     def to_npz(self, path: str | PathLike) -> None:
         """Write every array attribute to an NPZ file (no pickles)."""
+        extra = {} if self.bad_pixels is None else {"bad_pixels": self.bad_pixels}
         np.savez(
             path, X=self.X, Y_I=self.Y_I, Y_phi=self.Y_phi, norm_Y_I=np.float64(self.norm_Y_I),
             coords_nominal=self.coords_nominal, coords_true=self.coords_true, nn_indices=self.nn_indices,
-            global_offsets=self.global_offsets, local_offsets=self.local_offsets, probe=self.probe,
+            global_offsets=self.global_offsets, local_offsets=self.local_offsets, probe=self.probe, **extra,
         )
 
 
@@ -193,4 +205,5 @@ def load(
         np.asarray(dset["coords_relative"])[sl], probeGuess,
         X_full_norm=dset.get("X_full_norm"),
         sample_indices=None if sample_indices is None else np.asarray(sample_indices)[sl],
+        bad_pixels=dset.get("bad_pixels"),
     )

@@ -63,6 +63,7 @@ __all__ = [
     "params",
     "reset",
     "restore",
+    "check_value",
     "set",
     "snapshot",
     "validate",
@@ -318,6 +319,19 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - upstream name
         )
     rule = _rule_for(key)
     cfg[key] = rule(key, value) if rule is not None else value
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` checked and normalised by the rule of ``key`` (as :func:`set` would store it).
+
+    Unknown keys and derived keys pass unchanged; ``cfg`` is never touched.  Raises ConfigError
+    for a value the key's rule refuses (used to vet a bundle's params snapshot before it is
+    restored).
+    """
+    if key in DERIVED_KEYS:
+        return value
+    rule = _rule_for(key)
+    return rule(key, value) if rule is not None else value
 
 
 def validate() -> None:

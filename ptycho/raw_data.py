@@ -12,13 +12,20 @@ xcoords_start    [M]         float64     nominal x, pixels (optional; default xc
 ycoords_start    [M]         float64     nominal y, pixels (optional; default ycoords)
 diff3d           [M, N, N]   float32     diffraction AMPLITUDE sqrt(counts), zero frequency at
                                          pixel (N//2, N//2) (the conventions FFT convention)
-probeGuess       [N, N]      complex64   probe
+probeGuess       [N, N]      complex64   probe (a one-mode stack [1, N, N] is accepted)
+bad_pixels       [N, N]      bool        optional detector mask, True = not measured (Ptychodus)
+diff3d_units     ()          str         optional "amplitude" | "intensity" (what diff3d holds)
 scan_index       [M]         int64       optional, default zeros
 objectGuess      [H, W]      complex64   optional object (ground truth of simulations)
 Y                [M, N, N]   complex64   optional per-position object patches
 norm_Y_I         ()          float64     optional scalar carried through unchanged
 _metadata        ()          str         optional JSON object (plain unicode array, never pickled)
 ================ =========== =========== ======================================================
+
+Intensity vs amplitude is decided in one place, :func:`diffraction_to_amplitude`:
+integer-typed ``diff3d`` is photon counts and is converted to ``sqrt(counts)``
+(one log line says so); floating data is amplitude unless ``diff3d_units`` (file)
+or ``diffraction_is`` (caller, CLI ``--diff3d_units``) says ``'intensity'``.
 
 ``RawData`` validates every array on construction and raises
 :class:`~ptycho.errors.DataContractError` naming the file, the field and the
@@ -31,6 +38,7 @@ and the NumPy physics reference only.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Mapping
 from os import PathLike
@@ -44,15 +52,18 @@ from ptycho import conventions
 from ptycho.atomic import atomic_path
 from ptycho.errors import DataContractError
 from ptycho.grouping import group_neighbors
+from ptycho.npz_safety import check_npz_headers
 from ptycho.reference import physics
 
 __all__ = [
+    "DIFF3D_UNITS",
     "RawData",
     "DiffractionKind",
     "REQUIRED_KEYS",
     "OPTIONAL_KEYS",
     "GROUPED_KEYS",
     "get_relative_coords",
+    "diffraction_to_amplitude",
     "looks_like_intensity",
     "key_coords_offsets",
     "key_coords_relative",
@@ -71,6 +82,8 @@ REQUIRED_KEYS: tuple[str, ...] = ("xcoords", "ycoords", "diff3d", "probeGuess")
 OPTIONAL_KEYS: tuple[str, ...] = (
     "xcoords_start",
     "ycoords_start",
+    "bad_pixels",
+    "diff3d_units",
     "scan_index",
     "objectGuess",
     "Y",
@@ -91,12 +104,18 @@ GROUPED_KEYS: tuple[str, ...] = (
     "coords_start_relative",
     "nn_indices",
     "objectGuess",
+    "bad_pixels",
 )
 
-#: What ``diff3d`` holds: ``'auto'`` checks that it does not look like intensity,
-#: ``'amplitude'`` skips that check, ``'intensity'`` converts with ``np.sqrt``.
+#: What ``diff3d`` holds: ``'auto'`` reads integer dtypes as counts and checks that floating
+#: data does not look like intensity, ``'amplitude'`` skips that check, ``'intensity'``
+#: converts with ``np.sqrt``.
 DiffractionKind = Literal["auto", "amplitude", "intensity"]
 _DIFFRACTION_KINDS: tuple[str, ...] = ("auto", "amplitude", "intensity")
+#: Values of the optional NPZ key ``diff3d_units`` (and of the CLIs' ``--diff3d_units`` besides ``auto``).
+DIFF3D_UNITS: tuple[str, ...] = ("amplitude", "intensity")
+
+logger = logging.getLogger(__name__)
 
 #: Elements examined per chunk when scanning diff3d (bounds temporary memory).
 _SCAN_CHUNK_ELEMENTS = 1 << 22
@@ -104,9 +123,10 @@ _SCAN_CHUNK_ELEMENTS = 1 << 22
 _PATCH_CHUNK_ELEMENTS = 1 << 22
 
 _INTENSITY_FIX = (
-    "store the amplitude np.sqrt(counts).astype(np.float32) as diff3d, or pass "
-    "diffraction_is='intensity' to convert on load; if these really are amplitudes, pass "
-    "diffraction_is='amplitude'"
+    "store the amplitude np.sqrt(counts).astype(np.float32) as diff3d, or declare the units: "
+    "add the NPZ key diff3d_units='intensity' (or pass --diff3d_units intensity to the CLIs, "
+    "diffraction_is='intensity' to RawData) to convert on load; if these really are amplitudes, "
+    "use diff3d_units='amplitude' (--diff3d_units amplitude, diffraction_is='amplitude')"
 )
 
 
@@ -165,6 +185,77 @@ def looks_like_intensity(diff3d: np.ndarray) -> bool:
         if not np.array_equal(blk, np.rint(blk)):
             return False
     return bool(np.nanmax(d) >= 2)
+
+
+def diffraction_to_amplitude(d: np.ndarray, diffraction_is: DiffractionKind, file: str | None) -> np.ndarray:
+    """The one place that decides whether ``diff3d`` holds intensity and converts it to amplitude.
+
+    ``d`` is a validated real ``[M, N, N]`` stack (finite, non-negative).  Returns float32
+    amplitudes ``[M, N, N]``:
+
+    ============== ================ ==================================================
+    diffraction_is dtype of ``d``   result
+    ============== ================ ==================================================
+    'intensity'    any              ``sqrt(d)``, one INFO log line
+    'amplitude'    any              ``d`` unchanged
+    'auto'         int / uint       photon counts: ``sqrt(d)``, one INFO log line
+    'auto'         float            ``d`` unless :func:`looks_like_intensity` (then
+                                    ``DataContractError`` naming ``diff3d_units`` /
+                                    ``--diff3d_units``)
+    ============== ================ ==================================================
+    """
+    if diffraction_is == "intensity":
+        logger.info("%s: diff3d declared intensity (dtype %s): converted to the amplitude sqrt(intensity)",
+                    file or "diff3d", d.dtype)
+        return np.sqrt(d, dtype=np.float32)
+    if diffraction_is == "auto" and d.dtype.kind in "iu":
+        logger.info(
+            "%s: diff3d has integer dtype %s: read as photon counts (intensity) and converted to the "
+            "amplitude sqrt(counts)", file or "diff3d", d.dtype,
+        )
+        return np.sqrt(d, dtype=np.float32)
+    if diffraction_is == "auto" and looks_like_intensity(d):
+        raise DataContractError(
+            f"looks like intensity (photon counts), not amplitude: every value is an integer and "
+            f"the maximum is {float(d.max()):g} >= 2, and no diff3d_units says what it holds",
+            file=file,
+            field="diff3d",
+            fix=_INTENSITY_FIX,
+        )
+    return np.asarray(d, dtype=np.float32)
+
+
+def check_bad_pixels(bad_pixels: ArrayLike | None, N: int, file: str | None) -> np.ndarray | None:
+    """Validate a detector bad-pixel mask; bool ``[N, N]`` (True = not measured), or None.
+
+    Accepted: bool or integer 0/1 ``[N, N]`` (one mask shared by every pattern, as Ptychodus
+    writes it).  An all-False mask is returned as ``None`` (nothing is masked).  Every pixel
+    bad raises: no signal would remain.
+    """
+    if bad_pixels is None:
+        return None
+    m = np.asarray(bad_pixels)
+    fix = f"store bad_pixels as a bool [{N}, {N}] array (True = pixel not measured), or omit it"
+    if m.dtype.kind not in "biu" or (m.dtype.kind != "b" and m.size and not np.isin(m, (0, 1)).all()):
+        raise DataContractError(
+            f"has dtype {m.dtype}, expected bool (or integers 0/1)", file=file, field="bad_pixels", fix=fix
+        )
+    if m.shape != (N, N):
+        raise DataContractError(
+            f"has shape {m.shape}, expected [{N}, {N}] (one mask for every {N} x {N} pattern)",
+            file=file,
+            field="bad_pixels",
+            fix=fix,
+        )
+    m = m.astype(bool)
+    if m.all():
+        raise DataContractError(
+            "marks every detector pixel bad, so no measured signal remains",
+            file=file,
+            field="bad_pixels",
+            fix="mark only the pixels that were not measured (True = bad)",
+        )
+    return m if m.any() else None
 
 
 def _scan_diffraction(d: np.ndarray, file: str | None) -> None:
@@ -264,9 +355,14 @@ class RawData:
     metadata:
         optional JSON-serialisable dict, written as ``_metadata``.
     diffraction_is:
-        ``'auto'`` (default) rejects data that looks like intensity
-        (:func:`looks_like_intensity`); ``'amplitude'`` skips that check;
-        ``'intensity'`` declares photon counts / intensities and stores ``np.sqrt``.
+        ``'auto'`` (default) reads integer dtypes as photon counts (``np.sqrt``, logged) and
+        rejects floating data that looks like intensity (:func:`looks_like_intensity`);
+        ``'amplitude'`` skips that check; ``'intensity'`` declares photon counts /
+        intensities and stores ``np.sqrt`` (:func:`diffraction_to_amplitude`).
+    bad_pixels:
+        optional bool ``[N, N]`` detector mask, True = not measured (shared by every
+        pattern).  Those pixels are left out of the ``X_full`` normalisation and of the
+        diffraction losses (``specs/physics.md``); an all-False mask is stored as None.
     source:
         file the data came from; used in error messages.
 
@@ -295,6 +391,7 @@ class RawData:
         metadata: Mapping[str, Any] | None = None,
         *,
         diffraction_is: DiffractionKind = "auto",
+        bad_pixels: ArrayLike | None = None,
         source: str | PathLike | None = None,
     ) -> None:
         file = None if source is None else str(source)
@@ -372,17 +469,8 @@ class RawData:
             )
         N = d.shape[1]
         _scan_diffraction(d, file)
-        if diffraction_is == "intensity":
-            d = np.sqrt(d, dtype=np.float32)
-        elif diffraction_is == "auto" and looks_like_intensity(d):
-            raise DataContractError(
-                f"looks like intensity (photon counts), not amplitude: every value is an integer and "
-                f"the maximum is {float(d.max()):g} >= 2",
-                file=file,
-                field="diff3d",
-                fix=_INTENSITY_FIX,
-            )
-        self.diff3d = np.asarray(d, dtype=np.float32)
+        self.diff3d = diffraction_to_amplitude(d, diffraction_is, file)
+        self.bad_pixels = check_bad_pixels(bad_pixels, N, file)
 
         # ---- probe
         if probeGuess is None:
@@ -392,6 +480,15 @@ class RawData:
         p = _as_numeric(
             probeGuess, "probeGuess", "iufc", file, "a complex probe", "store the probe as complex64"
         )
+        if p.ndim == 3 and p.shape[0] == 1:
+            p = p[0]  # a one-mode stack [1, N, N] (Ptychodus' probe modes) is that mode
+        elif p.ndim == 3 and p.shape[1:] == (N, N):
+            raise DataContractError(
+                f"has shape {p.shape}: {p.shape[0]} probe modes, but PtychoPINN models one coherent probe",
+                file=file,
+                field="probeGuess",
+                fix="store one mode, e.g. probeGuess[0] (the dominant mode), as a [N, N] probe",
+            )
         if p.shape != (N, N):
             raise DataContractError(
                 f"has shape {p.shape}, expected [{N}, {N}] to match diff3d patterns of {N} x {N}",
@@ -496,6 +593,7 @@ class RawData:
         metadata: Mapping[str, Any] | None = None,
         *,
         diffraction_is: DiffractionKind = "auto",
+        bad_pixels: ArrayLike | None = None,
     ) -> RawData:
         """RawData without position correction: the start coordinates equal the true ones."""
         return cls(
@@ -509,11 +607,15 @@ class RawData:
             objectGuess,
             metadata=metadata,
             diffraction_is=diffraction_is,
+            bad_pixels=bad_pixels,
         )
 
     @classmethod
     def from_file(cls, path: str | PathLike, *, diffraction_is: DiffractionKind = "auto") -> RawData:
-        """Load an NPZ file written to the data contract.
+        """Load a dataset: the NPZ contract, or a CXI / Ptychodus HDF5 file (:mod:`ptycho.io`).
+
+        Files that are not NPZ archives (HDF5 signature, or a ``.cxi`` / ``.h5`` / ``.hdf5``
+        suffix) are read by :func:`ptycho.io.read_dataset`.  For NPZ files:
 
         Never unpickles: the file is opened with ``np.load(allow_pickle=False)``.
         A required key stored as a pickled object array raises; an optional one
@@ -521,7 +623,10 @@ class RawData:
         ``diffraction`` is accepted as an alias of ``diff3d``.  Missing
         ``xcoords_start``/``ycoords_start`` default to ``xcoords``/``ycoords``,
         a missing ``scan_index`` to zeros.  ``_metadata`` is parsed as a JSON
-        object when stored as a plain string array.  Other keys are ignored.
+        object when stored as a plain string array.  ``diff3d_units`` (``'amplitude'`` /
+        ``'intensity'``) says what ``diff3d`` holds; an explicit ``diffraction_is`` other
+        than ``'auto'`` overrides it.  ``bad_pixels`` is the detector mask.  Other keys
+        are ignored.
 
         Raises
         ------
@@ -530,6 +635,10 @@ class RawData:
         """
         path = Path(path)
         file = str(path)
+        from ptycho import io as ptycho_io  # lazy: h5py is needed only for HDF5 inputs
+
+        if path.is_file() and ptycho_io.is_hdf5(path):
+            return cls(**ptycho_io.read_hdf5_fields(path, diffraction_is=diffraction_is))
         try:
             archive = np.load(path, allow_pickle=False)
         except FileNotFoundError:
@@ -548,6 +657,7 @@ class RawData:
             )
         with archive:
             keys = set(archive.files)
+            check_npz_headers(path, (*REQUIRED_KEYS, *OPTIONAL_KEYS, "diffraction"))  # before any array is read
 
             def read(key: str, required: bool) -> np.ndarray | None:
                 if key not in keys:
@@ -593,7 +703,10 @@ class RawData:
             Y = read("Y", False)
             norm = read("norm_Y_I", False)
             meta_arr = read("_metadata", False)
+            bad_pixels = read("bad_pixels", False)
+            units_arr = read("diff3d_units", False)
         metadata = _parse_metadata(meta_arr, file)
+        diffraction_is = resolve_units(diffraction_is, _parse_units(units_arr, file), file)
         if norm is not None:
             norm = norm.item() if norm.size == 1 else norm
         return cls(
@@ -609,6 +722,7 @@ class RawData:
             norm_Y_I=norm,
             metadata=metadata,
             diffraction_is=diffraction_is,
+            bad_pixels=bad_pixels,
             source=file,
         )
 
@@ -622,7 +736,8 @@ class RawData:
         and moved over ``path`` with ``os.replace``: a failed write leaves an
         existing file untouched and no temporary file behind.  ``None`` fields
         are omitted (never pickled); ``metadata`` is stored as the JSON string
-        ``_metadata``.  Uncompressed (like upstream).
+        ``_metadata``; ``diff3d_units='amplitude'`` is always written (diff3d holds
+        amplitudes), ``bad_pixels`` when set.  Uncompressed (like upstream).
 
         Raises
         ------
@@ -639,7 +754,10 @@ class RawData:
             "diff3d": self.diff3d,
             "probeGuess": self.probeGuess,
             "scan_index": self.scan_index,
+            "diff3d_units": np.array("amplitude"),
         }
+        if self.bad_pixels is not None:
+            arrays["bad_pixels"] = self.bad_pixels
         if self.objectGuess is not None:
             arrays["objectGuess"] = self.objectGuess
         if self.Y is not None:
@@ -744,8 +862,8 @@ class RawData:
         ===================== ================ ========== =============================================
         diffraction           [B, N, N, C]     float32    diff3d of the group members (amplitude)
         X_full                [B, N, N, C]     float32    ``X_full_norm * diffraction``;
-                                                          mean over (b, c) of sum over pixels of
-                                                          ``X_full**2`` is ``(N/2)**2``
+                                                          mean over (b, c) of sum over the good
+                                                          pixels of ``X_full**2`` is ``(N/2)**2``
         X_full_norm           scalar           float      the normalisation factor (physics.normalize_x_full)
         Y                     [B, N, N, C]     complex64  object patches centred on the TRUE positions
                                                           (from ``Y`` if set, else ``objectGuess`` via
@@ -758,6 +876,7 @@ class RawData:
         coords_start_relative [B, 1, 2, C]     float64    LOCAL_OFFSET_SIGN * (start - start centroid)
         nn_indices            [B, C]           int64      scan indices; column 0 is the group seed
         objectGuess           [H, W]           complex64  passed through (or None)
+        bad_pixels            [N, N]           bool       detector mask (True = not measured), or None
         sample_indices        as set           as set     only when ``self.sample_indices`` is set
         ===================== ================ ========== =============================================
         """
@@ -781,14 +900,16 @@ class RawData:
         nn = nn.astype(np.int64, copy=False)
         C = nn.shape[1]
         diffraction = np.ascontiguousarray(np.moveaxis(self.diff3d[nn], 1, -1))
-        if not diffraction.any():
+        good = slice(None) if self.bad_pixels is None else ~self.bad_pixels
+        if not diffraction[:, good].any():
             raise DataContractError(
-                "every selected diffraction pattern is zero, so X_full cannot be normalised",
+                "every selected diffraction pattern is zero (on the good detector pixels), so X_full "
+                "cannot be normalised",
                 file=file,
                 field="diff3d",
                 fix="check that the dataset holds measured or simulated amplitudes",
             )
-        X_full, norm = physics.normalize_x_full(diffraction)
+        X_full, norm = physics.normalize_x_full(diffraction, self.bad_pixels)
 
         coords_nn = _group_positions(self.xcoords, self.ycoords, nn)
         coords_offsets, coords_relative = get_relative_coords(coords_nn)
@@ -820,6 +941,7 @@ class RawData:
             "coords_start_relative": coords_start_relative,
             "nn_indices": nn,
             "objectGuess": self.objectGuess,
+            "bad_pixels": self.bad_pixels,
         }
         if self.sample_indices is not None:
             out["sample_indices"] = self.sample_indices
@@ -861,3 +983,39 @@ def _parse_metadata(arr: np.ndarray | None, file: str) -> dict[str, Any] | None:
         stacklevel=3,
     )
     return None
+
+
+def _parse_units(arr: np.ndarray | None, file: str | None) -> str | None:
+    """The NPZ key ``diff3d_units`` as ``'amplitude'`` / ``'intensity'`` (None when absent)."""
+    if arr is None:
+        return None
+    text = arr.item() if arr.dtype.kind in "US" and arr.size == 1 else None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if text not in DIFF3D_UNITS:
+        shown = repr(text) if text is not None else f"an array of dtype {arr.dtype} and shape {arr.shape}"
+        raise DataContractError(
+            f"is {shown}, expected one of {DIFF3D_UNITS}",
+            file=file,
+            field="diff3d_units",
+            fix="store diff3d_units=np.array('amplitude') or np.array('intensity'), or omit the key",
+        )
+    return text
+
+
+def resolve_units(diffraction_is: str, file_units: str | None, file: str | None) -> DiffractionKind:
+    """What ``diff3d`` holds: the caller's explicit value, else the file's ``diff3d_units``, else ``'auto'``."""
+    if diffraction_is not in _DIFFRACTION_KINDS:
+        raise DataContractError(
+            f"diffraction_is={diffraction_is!r} is invalid: expected one of {_DIFFRACTION_KINDS}",
+            file=file,
+            field="diffraction_is",
+            fix="pass 'auto', 'amplitude' or 'intensity'",
+        )
+    if diffraction_is != "auto":
+        if file_units is not None and file_units != diffraction_is:
+            logger.warning(
+                "%s: diff3d_units=%r in the file is overridden by diffraction_is=%r", file, file_units, diffraction_is
+            )
+        return diffraction_is  # type: ignore[return-value]
+    return "auto" if file_units is None else file_units  # type: ignore[return-value]

@@ -24,7 +24,8 @@ indices only and assembles ``X = float32(X_full_norm * diff3d[nn_indices])`` (ch
 For the same data the gathered batches equal the in-memory container's ``X`` rows to float32
 rounding (the energy sums run in another order, so ``X_full_norm`` may differ in the last bits; tested).
 
-Limits: no ground-truth object patches (``Y_I`` is ones, so the real-space loss is refused), no
+Limits: ``diff3d`` must hold amplitudes (a file whose ``diff3d_units`` says otherwise is refused),
+no ground-truth object patches (``Y_I`` is ones, so the real-space loss is refused), no
 subsampling (``n_subsample``) or oversampling.
 """
 
@@ -257,6 +258,11 @@ def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = No
         xs = np.asarray(z["xcoords_start"], np.float64) if "xcoords_start" in keys else x
         ys = np.asarray(z["ycoords_start"], np.float64) if "ycoords_start" in keys else y
         probe = np.asarray(z["probeGuess"])
+        units = str(z["diff3d_units"]) if "diff3d_units" in keys else "amplitude"
+    if units != "amplitude":
+        raise DataContractError(f"says the patterns hold {units!r}; streaming reads amplitudes as stored",
+                                file=str(path), field="diff3d_units",
+                                fix="store np.sqrt(counts).astype(np.float32) as diff3d (RawData.to_file does)")
     diff_key = "diff3d" if "diff3d" in keys or "diffraction" not in keys else "diffraction"
     d = PatternFile.from_npy(patterns) if patterns is not None else PatternFile.from_npz(path, diff_key)
     if d.ndim != 3 or d.shape[1] != d.shape[2] or d.shape[0] != len(x) or d.dtype != np.float32:

@@ -1,6 +1,7 @@
 """Training losses of the TensorFlow PtychoPINN model (the PyTorch twin is :mod:`ptycho_torch.losses`).
 
-Loss (means over ALL elements)::
+Loss (means over ALL elements; with a detector ``bad_pixels`` mask the two diffraction terms
+average over the good pixels only, ``physics.masked_mean`` = ``ptycho.reference.physics.masked_mean``)::
 
     total = nll_weight * poisson_nll(x_scaled**2, pred_intensity)
           + mae_weight * mean|x_scaled - pred_amplitude|
@@ -44,17 +45,20 @@ def compute_losses(
     x_scaled: tf.Tensor,
     weights: LossWeights,
     target: tf.Tensor | None = None,
+    bad_pixels: tf.Tensor | np.ndarray | None = None,
 ) -> dict[str, tf.Tensor]:
     """Loss terms of one batch from the autoencoder outputs ``[trimmed_obj, pred_amp, pred_intensity]``.
 
     ``x_scaled`` float32 ``[B, N, N, C]`` is both the input and the amplitude target
     (``y_intensity = x_scaled**2``).  ``target`` is :func:`realspace_target` (needed only
-    when ``weights.realspace_factor > 0``).  Returns float32 scalars for :data:`LOSS_KEYS`.
+    when ``weights.realspace_factor > 0``).  ``bad_pixels`` (bool ``[N, N]``, True = not
+    measured) leaves those detector pixels out of the Poisson and MAE means.  Returns float32
+    scalars for :data:`LOSS_KEYS`.
     """
     trimmed, pred_amp, pred_int = outputs
     x = tf.cast(x_scaled, tf.float32)
-    nll = physics.poisson_nll(tf.square(x), pred_int)
-    mae = physics.mean_absolute_error(x, pred_amp)
+    nll = physics.poisson_nll(tf.square(x), pred_int, bad_pixels)
+    mae = physics.mean_absolute_error(x, pred_amp, bad_pixels)
     if weights.realspace_factor > 0:
         if target is None:
             raise ValueError("the real-space loss needs the ground-truth target (realspace_target)")

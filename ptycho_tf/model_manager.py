@@ -3,16 +3,20 @@
 The archive itself is written and read by the backend-neutral :mod:`ptycho.bundle`; this
 module supplies the TensorFlow payload and rebuilds the models:
 
-* ``autoencoder/model.keras`` and ``diffraction_to_obj/model.keras``: Keras 3 archives
-  (``model.save``), loaded with ``keras.saving.load_model(..., safe_mode=True,
-  compile=False)``.  Before loading, each archive's ``config.json`` is checked against an
+* ``autoencoder/model.keras`` and ``diffraction_to_obj/model.keras``: Keras 3 archives written
+  and read in memory (Keras' ``saving_lib.save_model`` / ``load_model(..., safe_mode=True,
+  compile=False)`` on a buffer; no temporary files).  Before loading, each archive's inner members
+  are bounded by the declared network, its ``config.json`` (depth-bounded) is checked against an
   allow-list of layer classes (Keras built-ins and the layers registered by
-  :mod:`ptycho_tf.layers`); a ``Lambda`` or any unknown class is refused.
+  :mod:`ptycho_tf.layers`; a ``Lambda`` or any unknown class is refused) and against the model's
+  role (judged by its outputs), and its ``model.weights.h5`` must be plain HDF5 (no external
+  storage, virtual datasets or links; :func:`ptycho.container_safety.check_plain_hdf5`).
 * ``canonical_weights.h5``: every parameter under its canonical name
   (:mod:`ptycho.canonical_weights`), so the other backend can import the weights.  On
   load it must agree bitwise with the Keras payloads.
 * ``params.json``: the ``params.cfg`` snapshot (including ``intensity_scale`` and the
-  normalised ``probe``), restored into ``params.cfg`` exactly on load.
+  normalised ``probe``), restored into ``params.cfg`` exactly on load, and only once the whole
+  bundle is accepted.
 
 Entry points: :func:`save` (Ptychodus: the models of the most recent training),
 :meth:`ModelManager.save_multiple_models` / :meth:`ModelManager.load_multiple_models`
@@ -23,23 +27,32 @@ Entry points: :func:`save` (Ptychodus: the models of the most recent training),
 from __future__ import annotations
 
 import io
-import json
 import math
-import os
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.saving import saving_lib
 
-from ptycho import bundle, params
+from ptycho import bundle, bundle_schema, params
+from ptycho.atomic import atomic_temp_dir
 from ptycho.canonical_weights import canonical_weights_from_bytes, canonical_weights_to_bytes
-from ptycho.errors import BundleFormatError, CanonicalWeightsError, UnsafeBundleError
+from ptycho.container_safety import check_inner_zip, check_plain_hdf5
+from ptycho.errors import (
+    BundleError,
+    BundleFormatError,
+    BundleInconsistentError,
+    CanonicalWeightsError,
+    UnsafeBundleError,
+)
 from ptycho.network_spec import NetworkSpec, build_network_spec
 from ptycho_tf import BACKEND, layers
 from ptycho_tf.canonical import canonical_name
@@ -111,22 +124,47 @@ def spec_from_keras_model(model: keras.Model) -> NetworkSpec:
 
 
 # =========================================================================== Keras payloads
-def _keras_bytes(model: keras.Model) -> bytes:
-    """The bytes of ``model.save('model.keras')`` (written to a private temporary directory)."""
-    with tempfile.TemporaryDirectory(prefix="ptycho-keras-") as tmp:
-        path = os.path.join(tmp, KERAS_PAYLOAD)
-        model.save(path)
-        with open(path, "rb") as fh:
-            return fh.read()
+#: Small members of a Keras 3 archive and their largest sizes (``model.weights.h5`` is bounded by the
+#: declared network, see :func:`_check_keras_payload`).
+_KERAS_SMALL_MEMBERS = {"metadata.json": 64 << 10, "config.json": bundle_schema.MAX_JSON_BYTES["config.json"]}
 
 
-def _check_keras_config(data: bytes, member: str, location: Path) -> None:
-    """Refuse a Keras archive whose config names a class outside the allow-list (e.g. ``Lambda``)."""
+def _keras_bytes(model: keras.Model, scratch: Path) -> bytes:
+    """The bytes of a Keras 3 ``.keras`` archive of ``model``, written in memory.
+
+    ``saving_lib.save_model`` with a file object writes the archive (weights included) into the
+    buffer; the only thing it still puts on disk is the (empty) assets directory of its
+    ``DiskIOStore``, which it would create with ``tempfile.mkdtemp()``.  It is created inside
+    ``scratch`` instead (an :func:`ptycho.atomic.atomic_temp_dir` next to the bundle), so a
+    process killed mid-save leaves nothing that the next save or load does not remove.
+    """
+    buf = io.BytesIO()
+    with mock.patch.object(saving_lib, "get_temp_dir", lambda: tempfile.mkdtemp(dir=scratch)):
+        saving_lib.save_model(model, buf)
+    return buf.getvalue()
+
+
+def _check_keras_payload(data: bytes, member: str, location: Path, role: str, weights_limit: int) -> None:
+    """Refuse a Keras archive before Keras opens it.
+
+    Checks: only ``metadata.json``, ``config.json`` and ``model.weights.h5`` inside, each within
+    its size bound (the weights within ``weights_limit``); ``config.json`` size- and
+    depth-bounded JSON naming only classes of the allow-list (no ``Lambda``, no foreign module)
+    and the model ``role``; ``model.weights.h5`` a plain HDF5 file (no external storage, virtual
+    datasets or links; :func:`ptycho.container_safety.check_plain_hdf5`).
+    """
+    limits = {**_KERAS_SMALL_MEMBERS, "model.weights.h5": weights_limit}
+    infos = check_inner_zip(data, member=member, limits=limits, total=sum(limits.values()), file=location)
+    for required in ("config.json", "model.weights.h5"):
+        if required not in infos:
+            raise BundleFormatError(f"is not a Keras 3 archive (no {required})", file=location, member=member)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            config = json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise BundleFormatError(f"member '{member}' is not a Keras 3 archive ({exc})", file=location) from None
+            raw_config = zf.read(infos["config.json"])
+            weights = zf.read(infos["model.weights.h5"])
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BundleFormatError(f"is a corrupt Keras archive ({exc})", file=location, member=member) from None
+    config = bundle_schema.load_json(raw_config, f"{member}:config.json", location)
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -144,20 +182,39 @@ def _check_keras_config(data: bytes, member: str, location: Path) -> None:
             for value in node:
                 walk(value)
 
-    walk(config)
+    walk(config)  # depth bounded by load_json
+    found = _role_of(config)
+    if found != role:
+        raise BundleInconsistentError(
+            f"holds {'a ' + repr(found) if found else 'no PtychoPINN'} model (judged by its outputs), but this "
+            f"member is the {role!r} role", file=location, member=member, field="config.output_layers",
+            fix="re-save the bundle with ptychopinn",
+        )
+    try:
+        with h5py.File(io.BytesIO(weights), "r") as h5:
+            check_plain_hdf5(h5, file=location, member=f"{member}:model.weights.h5")
+    except OSError as exc:
+        raise BundleFormatError(f"model.weights.h5 is not a readable HDF5 file ({exc})", file=location,
+                                member=member) from None
+
+
+def _role_of(config: Any) -> str | None:
+    """The model role a Keras ``config.json`` describes, from its outputs: the autoencoder has three
+    (object, intensity scale, predicted intensity), ``diffraction_to_obj`` one (the object)."""
+    outputs = config.get("config", {}).get("output_layers") if isinstance(config, dict) else None
+    if not isinstance(outputs, list) or not outputs:
+        return None
+    n_outputs = 1 if isinstance(outputs[0], str) else len(outputs)
+    return {3: "autoencoder", 1: "diffraction_to_obj"}.get(n_outputs)
 
 
 def _load_keras(data: bytes, member: str, location: Path) -> keras.Model:
-    """Deserialize one checked Keras payload with ``safe_mode=True`` (no code from the archive runs)."""
-    _check_keras_config(data, member, location)
-    with tempfile.TemporaryDirectory(prefix="ptycho-keras-") as tmp:
-        path = os.path.join(tmp, KERAS_PAYLOAD)
-        with open(path, "wb") as fh:
-            fh.write(data)
-        try:
-            return keras.saving.load_model(path, safe_mode=True, compile=False)
-        except (ValueError, TypeError, KeyError, OSError) as exc:
-            raise BundleFormatError(f"member '{member}' cannot be loaded by Keras ({exc})", file=location) from None
+    """Deserialize one checked Keras payload in memory with ``safe_mode=True`` (no code from the archive runs)."""
+    try:
+        return saving_lib.load_model(io.BytesIO(data), safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - whatever Keras raises for a bad archive is a bad bundle
+        raise BundleFormatError(f"cannot be loaded by Keras ({type(exc).__name__}: {str(exc)[:300]})",
+                                file=location, member=member) from None
 
 
 # =========================================================================== save
@@ -183,7 +240,10 @@ def save_models(
     """
     spec = models.spec
     weights = models.canonical_weights()
-    payloads = {name: {KERAS_PAYLOAD: _keras_bytes(model)} for name, model in models.as_dict().items()}
+    target = bundle.bundle_path(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_temp_dir(target) as scratch:
+        payloads = {name: {KERAS_PAYLOAD: _keras_bytes(model, scratch)} for name, model in models.as_dict().items()}
     snapshot = _params_snapshot(models, params_snapshot)
     log_scale = float(weights["intensity_scale.log_scale"])
     return bundle.write_bundle(
@@ -230,28 +290,34 @@ def _check_against_canonical(
 
 
 def _read(location: str | PathLike, names: Iterable[str] | None):
-    """Read, validate and deserialize a TensorFlow bundle; restores ``params.cfg``."""
-    b = bundle.read_bundle(location, expected_backend=BACKEND)
+    """Read, validate and deserialize a TensorFlow bundle; restores ``params.cfg`` only once all is accepted."""
     wanted = list(bundle.MODEL_NAMES if names is None else names)
     unknown = sorted(set(wanted) - set(bundle.MODEL_NAMES))
     if unknown:
         raise ValueError(f"unknown model name(s) {unknown}; a bundle holds {list(bundle.MODEL_NAMES)}")
+    b = bundle.read_bundle(location, expected_backend=BACKEND)
     try:
         spec = build_network_spec(**b.manifest["network"])
         weights, _attrs = canonical_weights_from_bytes(
             b.canonical_weights, spec, source=f"{b.path}:canonical_weights.h5"
         )
+    except BundleError:
+        raise
     except (TypeError, CanonicalWeightsError, ValueError) as exc:
         raise BundleFormatError(f"the network or canonical weights are invalid ({exc})", file=b.path) from None
+    weights_limit = bundle_schema.member_size_limits(b.manifest["network"], b.path)["weights"]
     for name in bundle.MODEL_NAMES:  # every payload is checked, also those not deserialized now
-        _check_keras_config(b.payloads[name][KERAS_PAYLOAD], f"{name}/{KERAS_PAYLOAD}", b.path)
+        _check_keras_payload(b.payloads[name][KERAS_PAYLOAD], f"{name}/{KERAS_PAYLOAD}", b.path, name, weights_limit)
     models: dict[str, keras.Model] = {}
     for name in wanted:
         member = f"{name}/{KERAS_PAYLOAD}"
         model = _load_keras(b.payloads[name][KERAS_PAYLOAD], member, b.path)
         _check_against_canonical(model, weights, member, b.path)
+        if name == "autoencoder" and spec_from_keras_model(model).config() != spec.config():
+            raise BundleInconsistentError("the autoencoder payload does not match the manifest's network",
+                                          file=b.path, member=member)
         models[name] = model
-    bundle.restore_params(params.cfg, b.params)
+    bundle.restore_params(params.cfg, b.params)  # only now: the whole bundle is accepted
     return b, spec, models
 
 
@@ -261,11 +327,10 @@ def load_models(location: str | PathLike) -> tuple[PtychoPINNModels, dict[str, A
     The returned models are rewired from the loaded autoencoder (so all three share its
     weights).  Returns ``(models, params_snapshot)``.  Raises the ``ptycho.errors.Bundle*``
     errors of :func:`ptycho.bundle.read_bundle` and ``BundleFormatError`` for payloads that
-    do not deserialize or disagree with the canonical weights.
+    do not deserialize or disagree with the canonical weights; ``params.cfg`` is untouched
+    when anything is refused.
     """
     b, spec, loaded = _read(location, ["autoencoder"])
-    if spec_from_keras_model(loaded["autoencoder"]).config() != spec.config():
-        raise BundleFormatError("the autoencoder payload does not match the manifest's network", file=b.path)
     return models_from_autoencoder(loaded["autoencoder"], spec), dict(b.params)
 
 

@@ -75,20 +75,22 @@ class Handle:
     """The native models of one network plus the optimizer state of :func:`train_steps`."""
 
     models: PtychoPINNModels
-    _trainers: dict[LossWeights, Trainer] = field(default_factory=dict, repr=False)
+    _trainers: dict[tuple[LossWeights, bytes | None], Trainer] = field(default_factory=dict, repr=False)
     _optimizer: Any = field(default=None, repr=False)
 
     @property
     def spec(self):
         return self.models.spec
 
-    def trainer(self, weights: LossWeights) -> Trainer:
-        """A compiled :class:`Trainer` for these loss weights, sharing one Adam optimizer."""
+    def trainer(self, weights: LossWeights, bad_pixels: np.ndarray | None = None) -> Trainer:
+        """A compiled :class:`Trainer` for these loss weights and detector mask, sharing one Adam optimizer."""
         if self._optimizer is None:
             self._optimizer = make_optimizer()
-        if weights not in self._trainers:
-            self._trainers[weights] = Trainer(self.models.autoencoder, weights, self._optimizer)
-        return self._trainers[weights]
+        mask = None if bad_pixels is None else np.asarray(bad_pixels, dtype=bool)
+        key = (weights, None if mask is None else mask.tobytes() + str(mask.shape).encode())
+        if key not in self._trainers:
+            self._trainers[key] = Trainer(self.models.autoencoder, weights, self._optimizer, mask)
+        return self._trainers[key]
 
 
 def build(
@@ -145,13 +147,14 @@ def loss_and_grads(
     *,
     nll_weight: float = 1.0,
     mae_weight: float = 0.0,
+    bad_pixels: np.ndarray | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Losses ``{'poisson_nll', 'mae', 'total'}`` and ``d total / d param`` for every trainable parameter.
 
     Gradients are keyed by canonical name (frozen parameters, e.g. the probe unless
-    ``probe_trainable``, are absent).
+    ``probe_trainable``, are absent).  ``bad_pixels``: bool ``[N, N]`` detector mask.
     """
-    trainer = handle.trainer(LossWeights(nll_weight=nll_weight, mae_weight=mae_weight))
+    trainer = handle.trainer(LossWeights(nll_weight=nll_weight, mae_weight=mae_weight), bad_pixels)
     x, pos = _inputs(x_scaled, positions)
     target = tf.zeros((x.shape[0], x.shape[1], x.shape[2], 1), tf.float32)
     losses, grads = trainer.loss_and_grads(x, pos, target)
@@ -169,12 +172,14 @@ def train_steps(
     lr: float,
     nll_weight: float = 1.0,
     mae_weight: float = 0.0,
+    bad_pixels: np.ndarray | None = None,
 ) -> list[float]:
     """One Adam step per ``(x_scaled, positions)`` batch at learning rate ``lr``; returns each step's total loss.
 
     The loss of a step is evaluated before its update.  The weights in the handle are updated.
+    ``bad_pixels``: bool ``[N, N]`` detector mask.
     """
-    trainer = handle.trainer(LossWeights(nll_weight=nll_weight, mae_weight=mae_weight))
+    trainer = handle.trainer(LossWeights(nll_weight=nll_weight, mae_weight=mae_weight), bad_pixels)
     trainer.set_learning_rate(lr)
     out = []
     for x_scaled, positions in batches:

@@ -57,6 +57,7 @@ __all__ = [
     "flat_to_channels",
     "gaussian_smooth3x3",
     "illuminate",
+    "masked_mean",
     "mean_absolute_error",
     "normalize_x_full",
     "pad_object",
@@ -424,25 +425,45 @@ def normalize_x_full(diffraction: TensorLike) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 # =========================================================================== losses
-def poisson_nll(y_true_intensity: TensorLike, y_pred_intensity: TensorLike) -> tf.Tensor:
+def masked_mean(terms: tf.Tensor, bad_pixels: TensorLike | None = None) -> tf.Tensor:
+    """Mean of float32 loss terms ``[B, N, N, C]`` over the good detector pixels.
+
+    The masking rule of ``ptycho.reference.physics.masked_mean``: ``sum(w * terms) / (B * C * sum(w))``
+    with ``w = 1 - bad_pixels`` (bool ``[N, N]``) broadcast as ``[1, N, N, 1]``; the plain mean
+    when ``bad_pixels`` is None.
+    """
+    if bad_pixels is None:
+        return tf.reduce_mean(terms)
+    w = 1.0 - tf.cast(bad_pixels, tf.float32)
+    count = tf.cast(tf.shape(terms)[0] * tf.shape(terms)[3], tf.float32) * tf.reduce_sum(w)
+    return tf.reduce_sum(terms * w[None, :, :, None]) / count
+
+
+def poisson_nll(
+    y_true_intensity: TensorLike, y_pred_intensity: TensorLike, bad_pixels: TensorLike | None = None
+) -> tf.Tensor:
     """``mean(y_pred - y_true * log(y_pred))`` over every element (float32 scalar).
 
     Equals ``tf.nn.log_poisson_loss(y_true, log(y_pred))`` reduced by the mean, as upstream's
-    ``negloglik``.  No epsilon (``y_pred`` must be > 0).
+    ``negloglik``.  No epsilon (``y_pred`` must be > 0).  With ``bad_pixels`` (bool ``[N, N]``)
+    the mean runs over the good pixels only (:func:`masked_mean`).
     """
     yt = tf.cast(y_true_intensity, tf.float32)
     yp = tf.cast(y_pred_intensity, tf.float32)
-    return tf.reduce_mean(yp - yt * tf.math.log(yp))
+    return masked_mean(yp - yt * tf.math.log(yp), bad_pixels)
 
 
-def mean_absolute_error(a: TensorLike, b: TensorLike) -> tf.Tensor:
-    """``mean(|a - b|)`` over every element (modulus for complex input), float32 scalar."""
+def mean_absolute_error(a: TensorLike, b: TensorLike, bad_pixels: TensorLike | None = None) -> tf.Tensor:
+    """``mean(|a - b|)`` over every element (modulus for complex input), float32 scalar.
+
+    With ``bad_pixels`` (bool ``[N, N]``) the mean runs over the good pixels only (:func:`masked_mean`).
+    """
     x = _as_float_or_complex(a)
     y = _as_float_or_complex(b)
     if x.dtype != y.dtype:
         x = tf.cast(x, tf.complex64)
         y = tf.cast(y, tf.complex64)
-    return tf.cast(tf.reduce_mean(tf.abs(x - y)), tf.float32)
+    return tf.cast(masked_mean(tf.abs(x - y), bad_pixels), tf.float32)
 
 
 # =========================================================================== stitching

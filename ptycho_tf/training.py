@@ -104,14 +104,22 @@ class Trainer:
     before the update); ``evaluate`` returns the loss terms without updating;
     ``loss_and_grads`` returns the loss terms and the gradients of ``total`` with respect
     to the trainable variables.  All are ``tf.function``s with a dynamic batch dimension,
-    so a smaller last batch does not retrace.
+    so a smaller last batch does not retrace.  ``bad_pixels`` (bool ``[N, N]`` or None) is
+    the detector mask of the data the trainer sees (:func:`~ptycho_tf.losses.compute_losses`).
     """
 
-    def __init__(self, autoencoder: keras.Model, weights: LossWeights, optimizer: keras.optimizers.Optimizer,
-                 strategy: tf.distribute.Strategy | None = None):
+    def __init__(
+        self,
+        autoencoder: keras.Model,
+        weights: LossWeights,
+        optimizer: keras.optimizers.Optimizer,
+        bad_pixels: np.ndarray | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+    ):
         self.strategy = strategy
         self.model = autoencoder
         self.weights = weights
+        self.bad_pixels = None if bad_pixels is None else tf.constant(np.asarray(bad_pixels, dtype=bool))
         self.optimizer = optimizer
         self.variables = list(autoencoder.trainable_variables)
         if not optimizer.built:
@@ -129,7 +137,7 @@ class Trainer:
 
     def _losses(self, x, pos, target, training: bool) -> dict[str, tf.Tensor]:
         outputs = self.model([x, pos], training=training)
-        return compute_losses(outputs, x, self.weights, target)
+        return compute_losses(outputs, x, self.weights, target, self.bad_pixels)
 
     def _loss_and_grads(self, x, pos, target):
         with tf.GradientTape() as tape:
@@ -211,6 +219,7 @@ def train(
     seed: int,
     Y_I: np.ndarray | None = None,
     quiet: bool = False,
+    bad_pixels: np.ndarray | None = None,
     strategy: tf.distribute.Strategy | None = None,
 ) -> dict[str, list[float]]:
     """Train ``autoencoder`` in place on ``(x_scaled, positions)``; return the per-epoch history.
@@ -225,6 +234,7 @@ def train(
         seed: the workflow seed (batch order).
         Y_I: float32 ``[n, N, N, C]`` ground-truth amplitude (only for the real-space loss).
         quiet: no progress output.
+        bad_pixels: bool ``[N, N]`` detector mask (True = not measured) left out of the losses.
         strategy: a :func:`make_strategy` strategy (the model must have been built in its
             ``scope()``); None trains in one replica.
 
@@ -249,9 +259,9 @@ def train(
     if world > 1:
         check_world_size(min(batch_size, len(train_idx)), world)
         with strategy.scope():
-            trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)), strategy)
+            trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)), bad_pixels, strategy)
     else:
-        trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)))
+        trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)), bad_pixels)
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "loss": [], "lr": [], "epoch_time_s": []}
     for k in LOSS_KEYS[:-1]:
         history[k] = []

@@ -55,8 +55,10 @@ _ALIASES = {
 }
 _MODE_FROM_TYPE = {"pinn": "Unsupervised", "supervised": "Supervised"}
 _LOSS_FROM_MODE = {"poisson": "Poisson", "mae": "MAE"}
-#: Overrides that belong to the execution config (and, for these two, also to the training config).
-_SHARED_EXECUTION = ("learning_rate", "scheduler")
+#: Overrides that belong to the execution config and also to the training config (the canonical
+#: TrainingConfig has the clipping fields too: routed to the execution config only, they never reached
+#: params.cfg or the bundle; the conformance gate's config stage found it).
+_SHARED_EXECUTION = ("learning_rate", "scheduler", "gradient_clip_val", "gradient_clip_algorithm")
 
 
 @dataclass
@@ -253,8 +255,12 @@ def create_inference_payload(
         raise FileNotFoundError(f"{bundle_path(model_path)}: no wts.h5.zip model bundle (train a model first)")
     if not test_data_file.is_file():
         raise FileNotFoundError(f"{test_data_file}: test data file not found")
-    network = read_bundle(model_path, expected_backend="pytorch").manifest["network"]
+    bundle = read_bundle(model_path, expected_backend="pytorch")
+    network = bundle.manifest["network"]
     norm = _normalise_overrides(overrides)
+    if "K" not in norm and bundle.params.get("neighbor_count") is not None:
+        # group as the training data was grouped (a gridsize-3 group needs 8 neighbours, the default K is 4)
+        norm["K"] = int(bundle.params["neighbor_count"])
     for key, bundle_key in (("N", "N"), ("grid_size", "gridsize")):
         if key in norm:
             want = norm[key] if key == "N" else norm[key][0]

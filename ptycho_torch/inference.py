@@ -3,7 +3,8 @@
 Loads ``--model_path/wts.h5.zip`` (restoring ``params.cfg``; the architecture, including the
 gridsize, comes from the bundle), groups the test data, predicts the trimmed object of every group
 and stitches them.  Writes into ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``,
-complex ``object``), ``amplitude.png`` and ``phase.png``.
+complex ``object``, the stitching grid), ``amplitude.png`` and ``phase.png``; with a true object in
+the data also ``comparison.png`` and ``score.json`` (``ptycho.workflows.common.write_stitched_outputs``).
 
 Example::
 
@@ -23,6 +24,7 @@ import time
 import warnings
 from collections.abc import Sequence
 
+from ptycho.cli._common import add_units_argument, show_core_log
 from ptycho.raw_data import RawData
 from ptycho.workflows import common
 from ptycho_torch.cli.shared import (
@@ -30,6 +32,7 @@ from ptycho_torch.cli.shared import (
     apply_deprecated_flags,
     build_execution_config_from_args,
     run_cli,
+    validate_numeric_flags,
     validate_paths,
 )
 from ptycho_torch.config_factory import create_inference_payload
@@ -43,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ptycho_torch.inference", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_path", required=True, help="training output directory holding wts.h5.zip")
-    p.add_argument("--test_data", "--test_data_file", dest="test_data", required=True, help="NPZ to reconstruct")
+    p.add_argument("--test_data", "--test_data_file", dest="test_data", required=True,
+                   help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
+    add_units_argument(p)
     p.add_argument("--output_dir", required=True, help="directory for reconstruction.npz and the PNGs")
     p.add_argument("--n_groups", type=int, default=None, help="groups to reconstruct (default: one per scan point)")
     p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
@@ -60,22 +65,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptycho_torch.workflows.components import load_inference_bundle_torch, predict_objects
 
     args = apply_deprecated_flags(build_parser().parse_args(argv))
+    show_core_log("ptycho_torch.inference", bool(args.quiet))
     start = time.perf_counter()
-    output_dir = validate_paths(None, args.test_data, args.output_dir)
+    validate_numeric_flags(args)
+    output_dir = validate_paths(None, args.test_data, args.output_dir, create=False)  # created only to write
     execution = build_execution_config_from_args(args, "inference")
     overrides = {"n_groups": args.n_groups}
     if args.seed is not None:
         overrides["subsample_seed"] = args.seed
     payload = create_inference_payload(args.model_path, args.test_data, output_dir, overrides, execution)
     models, _params = load_inference_bundle_torch(args.model_path)
-    container = common.create_ptycho_data_container(RawData.from_file(args.test_data), payload.tf_inference_config)
+    test = RawData.from_file(args.test_data, diffraction_is=args.diff3d_units)
+    container = common.create_ptycho_data_container(test, payload.tf_inference_config)
     obj = predict_objects(models["diffraction_to_obj"], container, execution_config=payload.execution_config,
                           runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile))
     _amp, _phase, stitched = common.stitch(obj, container.global_offsets, args.M)
-    written = common.save_reconstruction(output_dir, stitched, metadata={"M": args.M, "n_groups": len(container)})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written, score = common.write_stitched_outputs(output_dir, stitched, container.global_offsets, test.N, args.M,
+                                                   test.objectGuess, metadata={"n_groups": len(container)})
     if not args.quiet:
+        if score is not None:
+            print(f"stitched vs true object: {common.score_summary(score)}")
         print(f"reconstructed {len(container)} group(s) in {time.perf_counter() - start:.1f} s; "
-              f"wrote {', '.join(str(p) for p in written.values())}")
+              f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

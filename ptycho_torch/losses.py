@@ -4,7 +4,9 @@
         + mae_weight * mae(x_scaled, pred_amplitude)
         + realspace_weight * realspace_mae_weight * mean(| |trimmed_object| - target |)``
 
-Means run over ALL elements (batch, channels, pixels), as Keras reduces them.  A term whose weight
+Means run over ALL elements (batch, channels, pixels), as Keras reduces them; with a detector
+``bad_pixels`` mask the two diffraction terms average over the good pixels only
+(``physics.masked_mean`` = ``ptycho.reference.physics.masked_mean``).  A term whose weight
 is 0 is reported (detached) but not added to ``total``, so its value (even NaN, e.g. the Poisson
 term of a non-positive prediction) cannot reach the gradient.  ``target`` is the ground-truth
 amplitude of channel 0 moved into the group-centroid frame (:func:`realspace_target`).
@@ -42,6 +44,7 @@ def compute_losses(
     weights: LossWeights,
     *,
     target: torch.Tensor | None = None,
+    bad_pixels: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The loss terms of one batch.
 
@@ -51,6 +54,8 @@ def compute_losses(
             intensity target).
         weights: :class:`LossWeights`.
         target: :func:`realspace_target` of the batch, required when ``weights.uses_realspace``.
+        bad_pixels: bool ``[N, N]`` detector mask (True = not measured), left out of the Poisson
+            and MAE means; None masks nothing.
 
     Returns:
         0-d float tensors ``'poisson_nll'``, ``'mae'``, ``'realspace'`` and ``'total'`` (only
@@ -61,17 +66,17 @@ def compute_losses(
     terms: dict[str, torch.Tensor] = {}
     total = x.new_zeros(())
     if weights.nll_weight != 0.0:
-        terms["poisson_nll"] = physics.poisson_nll(x.square(), pred_int)
+        terms["poisson_nll"] = physics.poisson_nll(x.square(), pred_int, bad_pixels)
         total = total + weights.nll_weight * terms["poisson_nll"]
     else:
         with torch.no_grad():
-            terms["poisson_nll"] = physics.poisson_nll(x.square(), pred_int.detach())
+            terms["poisson_nll"] = physics.poisson_nll(x.square(), pred_int.detach(), bad_pixels)
     if weights.mae_weight != 0.0:
-        terms["mae"] = physics.mean_absolute_error(x, pred_amp)
+        terms["mae"] = physics.mean_absolute_error(x, pred_amp, bad_pixels)
         total = total + weights.mae_weight * terms["mae"]
     else:
         with torch.no_grad():
-            terms["mae"] = physics.mean_absolute_error(x, pred_amp.detach())
+            terms["mae"] = physics.mean_absolute_error(x, pred_amp.detach(), bad_pixels)
     if weights.uses_realspace:
         if target is None:
             raise ValueError("realspace_weight * realspace_mae_weight != 0 needs the real-space target")

@@ -14,12 +14,13 @@ Payload (manifest ``backend: 'pytorch'``)::
 
 Loading (:func:`load_torch_bundle`) reads the bundle with ``ptycho.bundle.read_bundle(...,
 expected_backend='pytorch')`` (a TensorFlow bundle raises ``BundleBackendMismatchError`` naming both
-backends), restores ``params.cfg`` from the snapshot (CONFIG-001), rebuilds the models from the
+backends), bounds every ``torch.save`` archive (record names and sizes), rebuilds the models from the
 manifest's ``network`` and the snapshot's configuration (without importing Lightning, so inference
 starts fast), loads every state dict with
-``torch.load(weights_only=True)`` and ``load_state_dict(strict=True)``, and checks the result
-against ``canonical_weights.h5``.  Any mismatch raises ``BundleFormatError``: a reloaded model is
-never silently random (upstream caught and ignored the shape errors).
+``torch.load(weights_only=True)`` and ``load_state_dict(strict=True)``, checks the result
+against ``canonical_weights.h5``, and only then restores ``params.cfg`` from the snapshot
+(CONFIG-001), so a refused bundle leaves ``params.cfg`` untouched.  Any mismatch raises
+``BundleFormatError``: a reloaded model is never silently random (upstream caught and ignored the shape errors).
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptycho import conventions, params
+from ptycho import bundle_schema, conventions, params
 from ptycho.bundle import bundle_path, read_bundle, restore_params, write_bundle
 from ptycho.canonical_weights import canonical_weights_from_bytes, canonical_weights_to_bytes
 from ptycho.config.config import KEY_MAPPINGS, ModelConfig, TrainingConfig, update_legacy_dict
-from ptycho.errors import BundleFormatError, CanonicalWeightsError
+from ptycho.container_safety import check_inner_zip
+from ptycho.errors import BundleError, BundleFormatError, CanonicalWeightsError
 from ptycho_torch.canonical import export_canonical, init_weights, initial_intensity_scale, initial_probe
 from ptycho_torch.model import DiffractionToObj, PtychoPINN, build_model
 
@@ -227,6 +229,19 @@ def save_torch_bundle(
 
 
 # --------------------------------------------------------------------------- load
+#: Small records of a ``torch.save`` zip archive and their largest sizes; tensor storages
+#: (``data/<n>``) are bounded by the declared network (:func:`_check_torch_payload`).
+_TORCH_SMALL_RECORDS = {"data.pkl": 1 << 20, ".format_version": 64, ".storage_alignment": 64, "byteorder": 64,
+                        "version": 64, ".data/serialization_id": 256}
+
+
+def _check_torch_payload(data: bytes, member: str, path: Path, weights_limit: int) -> None:
+    """Bound a ``torch.save`` archive (record names and inflated sizes) before torch reads it."""
+    limits = {**_TORCH_SMALL_RECORDS, "data/": weights_limit}
+    check_inner_zip(data, member=member, limits=limits, total=weights_limit + sum(_TORCH_SMALL_RECORDS.values()),
+                    file=path, prefix_ok=True)
+
+
 def _load_state(module: torch.nn.Module, data: bytes, member: str, path: Path) -> None:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -268,8 +283,11 @@ def load_torch_bundle(
         raise ValueError(f"model_name={model_name!r} is invalid: expected one of {MODEL_KEYS} or None")
     bundle = read_bundle(path, expected_backend="pytorch")
     snapshot = bundle.params
-    restore_params(params.cfg, snapshot)
     network = bundle.manifest["network"]
+    weights_limit = bundle_schema.member_size_limits(network, bundle.path)["weights"]
+    for name, files in bundle.payloads.items():
+        for fname, data in files.items():
+            _check_torch_payload(data, f"{name}/{fname}", bundle.path, weights_limit)
     source = dict(snapshot)
     for key, value in network.items():
         source[KEY_MAPPINGS.get(key, key)] = value
@@ -277,7 +295,7 @@ def load_torch_bundle(
         source[KEY_MAPPINGS.get(key, key)] = bundle.manifest[key]
     try:
         model = create_torch_model_with_gridsize(network["gridsize"], network["N"], source, initialize=False)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise BundleFormatError(f"cannot rebuild the model from the manifest and params ({exc})",
                                 file=bundle.path) from None
     if model.P != bundle.manifest["canvas_size"]:
@@ -290,6 +308,8 @@ def load_torch_bundle(
         reference, _attrs = canonical_weights_from_bytes(
             bundle.canonical_weights, model.spec, source=f"{bundle.path}:canonical_weights.h5"
         )
+    except BundleError:
+        raise
     except CanonicalWeightsError as exc:
         raise BundleFormatError(str(exc), file=bundle.path) from None
     loaded = export_canonical(model)
@@ -301,5 +321,6 @@ def load_torch_bundle(
             file=bundle.path,
             fix="the bundle is inconsistent; re-save it with ptychopinn",
         )
+    restore_params(params.cfg, snapshot)  # only now: the whole bundle is accepted (CONFIG-001)
     model.eval()
     return {"autoencoder": model, "diffraction_to_obj": d2o.eval()}, dict(snapshot)

@@ -148,19 +148,25 @@ def forward(handle: TorchHandle, x_scaled: np.ndarray, positions: np.ndarray) ->
     return {k: _images_out(v) for k, v in out.items()}
 
 
-def _batch_losses(handle: TorchHandle, x: np.ndarray, p: np.ndarray, nll: float, mae: float):
+def _batch_losses(
+    handle: TorchHandle, x: np.ndarray, p: np.ndarray, nll: float, mae: float, bad_pixels: np.ndarray | None = None
+):
     xt = _images_in(x)
     outputs = handle.model.forward_intermediates(xt, _positions_in(p))
-    return compute_losses(outputs, xt, LossWeights(nll_weight=nll, mae_weight=mae))
+    mask = None if bad_pixels is None else torch.as_tensor(np.asarray(bad_pixels, dtype=bool))
+    return compute_losses(outputs, xt, LossWeights(nll_weight=nll, mae_weight=mae), bad_pixels=mask)
 
 
 def loss_and_grads(
     handle: TorchHandle, x_scaled: np.ndarray, positions: np.ndarray, *, nll_weight: float = 1.0,
-    mae_weight: float = 0.0,
+    mae_weight: float = 0.0, bad_pixels: np.ndarray | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """``({'poisson_nll', 'mae', 'total'}, grads of 'total' by canonical name for trainable params)``."""
+    """``({'poisson_nll', 'mae', 'total'}, grads of 'total' by canonical name for trainable params)``.
+
+    ``bad_pixels``: bool ``[N, N]`` detector mask left out of the losses.
+    """
     handle.model.zero_grad(set_to_none=True)
-    losses = _batch_losses(handle, x_scaled, positions, nll_weight, mae_weight)
+    losses = _batch_losses(handle, x_scaled, positions, nll_weight, mae_weight, bad_pixels)
     losses["total"].backward()
     grads = grads_to_canonical(handle.model)
     handle.model.zero_grad(set_to_none=True)
@@ -174,10 +180,12 @@ def train_steps(
     lr: float,
     nll_weight: float = 1.0,
     mae_weight: float = 0.0,
+    bad_pixels: np.ndarray | None = None,
 ) -> list[float]:
     """One Keras-formula Adam step per ``(x_scaled, positions)`` batch; returns the total loss of each step.
 
     The loss reported for a step is computed before that step's update (as Keras reports it).
+    ``bad_pixels``: bool ``[N, N]`` detector mask left out of the losses.
     """
     model = handle.model
     if handle.optimizer is None:
@@ -187,7 +195,7 @@ def train_steps(
     out = []
     for x, p in batches:
         handle.optimizer.zero_grad(set_to_none=True)
-        total = _batch_losses(handle, x, p, nll_weight, mae_weight)["total"]
+        total = _batch_losses(handle, x, p, nll_weight, mae_weight, bad_pixels)["total"]
         total.backward()
         handle.optimizer.step()
         out.append(float(total.detach()))

@@ -389,20 +389,38 @@ def diffract(psi: Tensor) -> Tensor:
     return torch.sqrt(torch.fft.fftshift(intensity, dim=(-2, -1)))
 
 
-def poisson_nll(y_true_intensity: Tensor, y_pred_intensity: Tensor) -> Tensor:
-    """``mean(y_pred - y_true * log(y_pred))`` over all elements (no epsilon), a 0-d tensor."""
+def masked_mean(terms: Tensor, bad_pixels: Tensor | None = None) -> Tensor:
+    """Mean of loss terms ``[B, C, N, N]`` over the good detector pixels, a 0-d tensor.
+
+    The masking rule of ``ptycho.reference.physics.masked_mean``: ``sum(w * terms) / (B * C * sum(w))``
+    with ``w = 1 - bad_pixels`` (bool ``[N, N]``); the plain mean when ``bad_pixels`` is None.
+    """
+    if bad_pixels is None:
+        return torch.mean(terms)
+    w = 1.0 - bad_pixels.to(device=terms.device, dtype=terms.dtype)
+    return torch.sum(terms * w) / (terms.shape[0] * terms.shape[1] * w.sum())
+
+
+def poisson_nll(y_true_intensity: Tensor, y_pred_intensity: Tensor, bad_pixels: Tensor | None = None) -> Tensor:
+    """``mean(y_pred - y_true * log(y_pred))`` over all elements (no epsilon), a 0-d tensor.
+
+    With ``bad_pixels`` (bool ``[N, N]``) the mean runs over the good pixels only (:func:`masked_mean`).
+    """
     if y_true_intensity.shape != y_pred_intensity.shape:
         raise ValueError(
             f"shape mismatch: y_true {list(y_true_intensity.shape)} vs y_pred {list(y_pred_intensity.shape)}"
         )
-    return torch.mean(y_pred_intensity - y_true_intensity * torch.log(y_pred_intensity))
+    return masked_mean(y_pred_intensity - y_true_intensity * torch.log(y_pred_intensity), bad_pixels)
 
 
-def mean_absolute_error(a: Tensor, b: Tensor) -> Tensor:
-    """``mean(|a - b|)`` over all elements (modulus for complex input), a 0-d tensor."""
+def mean_absolute_error(a: Tensor, b: Tensor, bad_pixels: Tensor | None = None) -> Tensor:
+    """``mean(|a - b|)`` over all elements (modulus for complex input), a 0-d tensor.
+
+    With ``bad_pixels`` (bool ``[N, N]``) the mean runs over the good pixels only (:func:`masked_mean`).
+    """
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {list(a.shape)} vs {list(b.shape)}")
-    return torch.mean(torch.abs(a - b))
+    return masked_mean(torch.abs(a - b), bad_pixels)
 
 
 def normalize_x_full(diffraction: Tensor) -> tuple[Tensor, float]:

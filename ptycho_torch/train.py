@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from ptycho.cli._common import add_units_argument, fit_batch_size, show_core_log
 from ptycho.raw_data import RawData
 from ptycho.training_plan import SCHEDULERS
 from ptycho.workflows import common
@@ -31,6 +32,7 @@ from ptycho_torch.cli.shared import (
     apply_deprecated_flags,
     build_execution_config_from_args,
     run_cli,
+    validate_numeric_flags,
     validate_paths,
 )
 from ptycho_torch.config_factory import create_training_payload
@@ -43,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the training CLI."""
     p = argparse.ArgumentParser(prog="python -m ptycho_torch.train", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train_data_file", required=True, help="training NPZ (data contract)")
-    p.add_argument("--test_data_file", default=None, help="test NPZ (optional)")
+    p.add_argument("--train_data_file", required=True, help="training data: NPZ (data contract), CXI or Ptychodus HDF5")
+    p.add_argument("--test_data_file", default=None, help="test data (optional)")
+    add_units_argument(p)
     p.add_argument("--output_dir", required=True, help="directory for wts.h5.zip, history and logs")
     p.add_argument("--n_groups", type=int, default=None, help="number of groups to train on (default 512)")
     p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
@@ -114,13 +117,11 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def _streamed(path: str, config: Any) -> Any:
-    """The training file grouped on positions only, patterns left on disk (``ptycho.streaming``)."""
-    from ptycho.streaming import open_streaming
-
+def _streamed(stream: Any, config: Any) -> Any:
+    """A ``ptycho.streaming.StreamingRawData`` grouped on positions only, patterns left on disk."""
     if config.n_subsample:
         raise ValueError("--stream groups every scan position: it cannot be combined with --n_subsample")
-    return open_streaming(path).group(N=config.model.N, gridsize=config.model.gridsize, K=config.neighbor_count,
+    return stream.group(N=config.model.N, gridsize=config.model.gridsize, K=config.neighbor_count,
                                       nsamples=int(config.n_groups), seed=common.workflow_seed(config),
                                       sequential_sampling=bool(config.sequential_sampling))
 
@@ -130,13 +131,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptycho_torch.workflows.components import run_cdi_example_torch
 
     args = apply_deprecated_flags(build_parser().parse_args(argv))
+    show_core_log("ptycho_torch.train", bool(args.quiet))
     start = time.perf_counter()
-    output_dir = validate_paths(args.train_data_file, args.test_data_file, args.output_dir)
+    validate_numeric_flags(args)
+    validate_paths(args.train_data_file, args.test_data_file, args.output_dir, create=False)
+    if args.stream:  # positions and probe only; the patterns stay on disk
+        from ptycho.streaming import open_streaming
+
+        stream = open_streaming(args.train_data_file)
+        n_points = len(stream)
+    else:
+        train = RawData.from_file(args.train_data_file, diffraction_is=args.diff3d_units)
+        n_points = len(train.xcoords)
+    test = RawData.from_file(args.test_data_file, diffraction_is=args.diff3d_units) if args.test_data_file else None
+    n_groups = args.n_groups if args.n_groups is not None else 512
+    args.batch_size = fit_batch_size("python -m ptycho_torch.train", args.batch_size, min(n_groups, n_points))
+    output_dir = validate_paths(None, None, args.output_dir)
     execution = build_execution_config_from_args(args, "training")
     payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
-    train = _streamed(args.train_data_file, payload.tf_training_config) if args.stream else \
-        RawData.from_file(args.train_data_file)
-    test = RawData.from_file(args.test_data_file) if args.test_data_file else None
+    if args.stream:
+        train = _streamed(stream, payload.tf_training_config)
     _amp, _phase, results = run_cdi_example_torch(
         train, test, payload.tf_training_config, execution_config=payload.execution_config,
         runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,

@@ -157,8 +157,16 @@ class PtychoPINN_Lightning(L.LightningModule):
         self.loss_weights = LossWeights.from_config(tc, torch_loss_mode=True)
         self.lr_schedule = LearningRateSchedule.from_config(tc, lr=lr, scheduler=sched)
         self.history: dict[str, list[float]] = {}
+        self.register_buffer("bad_pixels", None, persistent=False)
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+
+    def set_bad_pixels(self, bad_pixels: Any) -> None:
+        """Detector mask of the training data (bool ``[N, N]``, True = not measured; None = none).
+
+        Not saved with the model: it belongs to the data.  The losses leave those pixels out.
+        """
+        self.bad_pixels = None if bad_pixels is None else torch.as_tensor(bad_pixels, dtype=torch.bool)
 
     # ------------------------------------------------------------------ naming
     @property
@@ -186,7 +194,7 @@ class PtychoPINN_Lightning(L.LightningModule):
         x, pos = batch[0], batch[1]
         target = realspace_target(batch[2], pos) if self.loss_weights.uses_realspace else None
         outputs = self.model.forward_intermediates(x, pos)
-        return compute_losses(outputs, x, self.loss_weights, target=target)
+        return compute_losses(outputs, x, self.loss_weights, target=target, bad_pixels=self.bad_pixels)
 
     def _accumulate(self, stage: str, value: torch.Tensor, n: int) -> None:
         v = value.detach().float() * n

@@ -49,3 +49,19 @@ def _isolate_params_cfg():
 def rng() -> np.random.Generator:
     """A seeded generator; tests never touch numpy's global RNG."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def asymmetric_probe() -> np.ndarray:
+    """The simulator's N=32 probe with a phase ramp and an amplitude tilt: complex64 ``[32, 32]``.
+
+    ``P(r) != P(-r)``, ``P != P.T`` and ``P`` is far from real, so a flipped, transposed or
+    conjugated convention changes the diffraction (the physics-oracle tests).
+    """
+    from ptycho.simulation import make_probe
+
+    n = 32
+    r = np.arange(n) - n // 2
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    ramp = np.exp(2j * np.pi * (0.06 * xx + 0.02 * yy)) * (1.0 + 0.4 * xx / n + 0.1 * yy / n)
+    return (make_probe(n) * ramp).astype(np.complex64)

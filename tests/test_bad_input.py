@@ -103,6 +103,49 @@ def test_pickled_object_array_for_required_key(tmp_path):
     check(exc, "probeGuess", "re-save 'probeGuess' as a plain numeric array", path)
 
 
+def _npz_with_header(path: Path, key: str, shape: tuple, descr: str = "<f4", data_bytes: int = 64) -> Path:
+    """An NPZ of valid arrays whose ``key`` member has a hand-written .npy header declaring ``shape``."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    write_npz(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    buf = io.BytesIO()
+    npy_format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    members[f"{key}.npy"] = buf.getvalue() + b"\0" * data_bytes
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_npz_header_declaring_a_huge_array(tmp_path):
+    path = _npz_with_header(tmp_path / "huge.npz", "diff3d", (10**12, 256, 256))
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "diff3d", "re-save the array with np.savez", path)
+    assert "more than this machine's memory" in str(exc.value)
+
+
+def test_npz_header_shape_not_matching_the_stored_bytes(tmp_path):
+    path = _npz_with_header(tmp_path / "edited.npz", "diff3d", (10**5, N, N))
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "diff3d", "re-save the array with np.savez", path)
+    assert "corrupt or edited header" in str(exc.value)
+
+
+def test_npz_header_with_a_non_numeric_dtype(tmp_path):
+    path = _npz_with_header(tmp_path / "void.npz", "xcoords", (M,), descr="|V8", data_bytes=8 * M)
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "xcoords", "re-save the array with np.savez", path)
+    assert "not a plain numeric array" in str(exc.value)
+
+
 # --------------------------------------------------------------------------- coordinates
 
 
@@ -206,15 +249,46 @@ def test_data_that_looks_like_intensity(tmp_path):
         RawData.from_file(path)
     check(exc, "diff3d", "np.sqrt(counts)", path)
     assert "diffraction_is='intensity'" in str(exc.value) and "diffraction_is='amplitude'" in str(exc.value)
+    assert "diff3d_units='intensity'" in str(exc.value) and "--diff3d_units intensity" in str(exc.value)
     # both escape hatches named in the fix work
     assert RawData.from_file(path, diffraction_is="amplitude").diff3d.max() == counts.max()
     np.testing.assert_allclose(RawData.from_file(path, diffraction_is="intensity").diff3d, np.sqrt(counts))
 
 
-def test_integer_dtype_counts_look_like_intensity():
+def test_float_counts_declared_amplitude_by_the_file_pass_and_intensity_converts(tmp_path):
+    counts = np.random.default_rng(1).poisson(4.0, (M, N, N)).astype(np.float32)
+    amp = write_npz(tmp_path / "amp.npz", diff3d=counts, diff3d_units=np.array("amplitude"))
+    assert RawData.from_file(amp).diff3d.max() == counts.max()
+    inten = write_npz(tmp_path / "int.npz", diff3d=counts, diff3d_units=np.array("intensity"))
+    np.testing.assert_allclose(RawData.from_file(inten).diff3d, np.sqrt(counts))
+
+
+@pytest.mark.parametrize("units", [np.array("counts"), np.array(["amplitude", "intensity"]), np.array(1.0)])
+def test_unknown_diff3d_units(tmp_path, units):
+    path = write_npz(tmp_path / "d.npz", diff3d_units=units)
     with pytest.raises(DataContractError) as exc:
-        build(diff3d=np.full((M, N, N), 9, np.uint16))
-    check(exc, "diff3d", "np.sqrt(counts)")
+        RawData.from_file(path)
+    check(exc, "diff3d_units", "np.array('amplitude') or np.array('intensity')", path)
+
+
+@pytest.mark.parametrize("shape", [(N, N + 1), (M, N, N), (N,)])
+def test_bad_pixels_wrong_shape(shape):
+    with pytest.raises(DataContractError) as exc:
+        build(bad_pixels=np.zeros(shape, bool))
+    check(exc, "bad_pixels", f"bool [{N}, {N}] array")
+
+
+@pytest.mark.parametrize("mask", [np.full((N, N), 0.5), np.full((N, N), 2, np.int8), np.full((N, N), "x")])
+def test_bad_pixels_wrong_dtype(mask):
+    with pytest.raises(DataContractError) as exc:
+        build(bad_pixels=mask)
+    check(exc, "bad_pixels", f"bool [{N}, {N}] array")
+
+
+def test_bad_pixels_all_bad():
+    with pytest.raises(DataContractError) as exc:
+        build(bad_pixels=np.ones((N, N), bool))
+    check(exc, "bad_pixels", "mark only the pixels that were not measured")
 
 
 def test_all_zero_diffraction_cannot_be_normalised():
@@ -232,6 +306,13 @@ def test_probe_shape_not_matching_diff3d(shape):
     with pytest.raises(DataContractError) as exc:
         build(probeGuess=np.ones(shape, np.complex64))
     check(exc, "probeGuess", f"2-D [{N}, {N}] probe")
+
+
+def test_probe_with_several_modes():
+    with pytest.raises(DataContractError) as exc:
+        build(probeGuess=np.ones((2, N, N), np.complex64))
+    check(exc, "probeGuess", "probeGuess[0]")
+    assert "2 probe modes" in str(exc.value)
 
 
 def test_probe_missing():
@@ -369,6 +450,139 @@ def test_norm_Y_I_not_numeric(tmp_path):
         raw.to_file(tmp_path / "out.npz")
     check(exc, "norm_Y_I", "set norm_Y_I to a number or numeric array, or to None", tmp_path / "out.npz")
     assert not (tmp_path / "out.npz").exists()
+
+
+# --------------------------------------------------------------------------- HDF5 inputs (CXI, Ptychodus)
+CXI_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "io" / "sim_n32.cxi"
+
+
+def cxi_copy(tmp_path: Path, name: str = "scan.cxi") -> Path:
+    import shutil
+
+    return Path(shutil.copyfile(CXI_FIXTURE, tmp_path / name))
+
+
+def test_hdf5_external_link_refused(tmp_path):
+    import h5py
+
+    path = cxi_copy(tmp_path)
+    with h5py.File(path, "a") as f:
+        f["/entry_1/elsewhere"] = h5py.ExternalLink("/etc/passwd", "/x")
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "entry_1/elsewhere", "copy the data into the file", path)
+    assert "external link" in str(exc.value)
+
+
+def test_hdf5_virtual_dataset_refused(tmp_path):
+    import h5py
+
+    src = tmp_path / "src.h5"
+    with h5py.File(src, "w") as f:
+        f["d"] = np.zeros((4, 4))
+    path = cxi_copy(tmp_path)
+    layout = h5py.VirtualLayout(shape=(4, 4), dtype="f8")
+    layout[:] = h5py.VirtualSource(str(src), "d", shape=(4, 4))
+    with h5py.File(path, "a") as f:
+        f.create_virtual_dataset("/entry_1/virtual", layout)
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "entry_1/virtual", "copy the data into the file", path)
+
+
+def test_hdf5_external_storage_refused(tmp_path):
+    import h5py
+
+    path = cxi_copy(tmp_path)
+    (tmp_path / "raw.bin").write_bytes(bytes(128))
+    with h5py.File(path, "a") as f:
+        f.create_dataset("/entry_1/ext", shape=(16,), dtype="f8", external=[(str(tmp_path / "raw.bin"), 0, 128)])
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "entry_1/ext", "copy the data into the file", path)
+
+
+@pytest.mark.parametrize(
+    "victim",
+    ["/entry_1/instrument_1/detector_1/distance", "/entry_1/instrument_1/detector_1/x_pixel_size"],
+)
+def test_cxi_missing_geometry(tmp_path, victim):
+    import h5py
+
+    path = cxi_copy(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f[victim]
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, victim, "CXI 1.6 layout", path)
+
+
+def test_cxi_missing_wavelength_and_energy(tmp_path):
+    import h5py
+
+    path = cxi_copy(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["/entry_1/instrument_1/source_1/wavelength"], f["/entry_1/instrument_1/source_1/energy"]
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "/entry_1/instrument_1/source_1/energy", "source_1/wavelength (m)", path)
+
+
+def test_cxi_frames_not_square(tmp_path):
+    import h5py
+
+    path = cxi_copy(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["/entry_1/data_1/data"], f["/entry_1/instrument_1/detector_1/data"]
+        f["/entry_1/instrument_1/detector_1/data"] = np.zeros((24, 32, 30), np.uint32)
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "/entry_1/instrument_1/detector_1/data", "crop the frames to a square", path)
+
+
+def test_cxi_translation_count_mismatch(tmp_path):
+    import h5py
+
+    path = cxi_copy(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["/entry_1/sample_1/geometry_1/translation"]
+        f["/entry_1/sample_1/geometry_1/translation"] = np.zeros((23, 3))
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "/entry_1/sample_1/geometry_1/translation", "CXI 1.6 layout", path)
+    assert "expected [24, *]" in str(exc.value)
+
+
+def test_cxi_mask_wrong_dtype(tmp_path):
+    import h5py
+
+    path = cxi_copy(tmp_path)
+    with h5py.File(path, "a") as f:
+        del f["/entry_1/instrument_1/detector_1/mask"]
+        f["/entry_1/instrument_1/detector_1/mask"] = np.zeros((32, 32), np.float32)
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    check(exc, "/entry_1/instrument_1/detector_1/mask", "uint32 [N, N]", path)
+
+
+def test_hdf5_unknown_layout(tmp_path):
+    import h5py
+
+    path = tmp_path / "product.h5"
+    with h5py.File(path, "w") as f:
+        f["object"] = np.ones((8, 8), np.complex64)
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    assert exc.value.field is None and str(path) in str(exc.value)
+    assert "unknown layout" in str(exc.value) and "export the scan from Ptychodus as training data" in str(exc.value)
+
+
+def test_hdf5_unreadable(tmp_path):
+    path = tmp_path / "broken.cxi"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(DataContractError) as exc:
+        RawData.from_file(path)
+    assert "cannot be read as an HDF5 file" in str(exc.value) and str(path) in str(exc.value)
 
 
 # --------------------------------------------------------------------------- the spec table

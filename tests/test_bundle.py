@@ -45,7 +45,7 @@ def _params() -> dict:
         "outer_offset_train": None,
         "grid": (2, 2),
         "intensity_scale": 988.2117688,
-        "probe": (np.arange(8, dtype=np.float32).reshape(2, 2, 2) * (1 + 2j)).astype(np.complex64),
+        "probe": (np.arange(64 * 64, dtype=np.float32).reshape(64, 64, 1) * (1 + 2j)).astype(np.complex64),
         "counts": np.arange(3, dtype=np.int64),
         "nested": {"a": [1, 2.5, None]},
     }

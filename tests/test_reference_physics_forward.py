@@ -27,6 +27,41 @@ def test_poisson_nll_hand_computation():
     assert ph.poisson_nll(y_true, y_pred) == pytest.approx(sum(terms) / 4, rel=1e-12)
 
 
+def test_masked_losses_leave_bad_pixels_out():
+    rng = np.random.default_rng(0)
+    yt = rng.uniform(0, 5, (3, 4, 4, 2))
+    yp = rng.uniform(0.1, 5, (3, 4, 4, 2))
+    bad = np.zeros((4, 4), bool)
+    bad[1, 2] = bad[3, 0] = True
+    good = ~bad
+    # the rule: the mean over the elements on good pixels
+    terms = yp - yt * np.log(yp)
+    assert ph.poisson_nll(yt, yp, bad) == pytest.approx(terms[:, good, :].mean(), rel=1e-12)
+    assert ph.mean_absolute_error(yt, yp, bad) == pytest.approx(np.abs(yt - yp)[:, good, :].mean(), rel=1e-12)
+    # anything at the bad pixels is ignored; no mask = the plain mean
+    yp2, yt2 = yp.copy(), yt.copy()
+    yp2[:, bad, :], yt2[:, bad, :] = 1e6, 0.0
+    assert ph.poisson_nll(yt2, yp2, bad) == pytest.approx(ph.poisson_nll(yt, yp, bad), rel=1e-12)
+    assert ph.masked_mean(terms, None) == pytest.approx(terms.mean(), rel=1e-12)
+    assert ph.poisson_nll(yt, yp, np.zeros((4, 4), bool)) == pytest.approx(ph.poisson_nll(yt, yp), rel=1e-12)
+    with pytest.raises(ValueError, match="bad_pixels has shape"):
+        ph.masked_mean(terms, np.zeros((3, 3), bool))
+
+
+def test_normalize_x_full_counts_only_good_pixels():
+    rng = np.random.default_rng(1)
+    d = rng.uniform(0, 3, (5, 8, 8, 1))
+    bad = np.zeros((8, 8), bool)
+    bad[0, :3] = True
+    hot = d.copy()
+    hot[:, bad, :] = 1e5
+    x, norm = ph.normalize_x_full(hot, bad)
+    assert norm == pytest.approx(ph.normalize_x_full(d * (~bad)[None, :, :, None])[1], rel=1e-12)
+    assert np.mean(np.sum((x.astype(np.float64) ** 2) * (~bad)[None, :, :, None], axis=(1, 2))) == pytest.approx(
+        16.0, rel=1e-5
+    )
+
+
 @given(y=st.floats(0.01, 1e4), seed=st.integers(0, 999))
 def test_poisson_nll_minimum_at_truth(y, seed):
     res = scipy.optimize.minimize_scalar(

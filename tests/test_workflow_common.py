@@ -157,6 +157,31 @@ def test_stitch_rejects_channels_first():
         common.stitch(np.zeros((2, 1, 8, 8), np.complex64), np.zeros((2, 1, 2, 1)))
 
 
+def test_figures_scale_to_the_covered_region_and_never_touch_pyplot(tmp_path):
+    import subprocess
+    import sys
+
+    obj = np.zeros((16, 16), np.complex64)
+    obj[4:12, 4:12] = 0.5 + 0.25 * np.exp(1j * np.linspace(0, 1, 64)).reshape(8, 8)
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+    lo, hi = common.colour_limits(np.abs(obj), mask)
+    assert lo > 0.5 and hi < 0.76  # the zero border does not stretch the scale
+    assert common.colour_limits(np.abs(obj)) == (0.0, pytest.approx(hi))
+    files = common.save_reconstruction(tmp_path, obj, mask=mask, truth=obj * np.exp(0.3j))
+    assert files["comparison_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # in a fresh process: writing every figure imports neither pyplot nor a backend switch
+    code = (
+        "import sys, numpy as np; from ptycho.workflows import common; from ptycho import simulate; "
+        "common.save_reconstruction(sys.argv[1], np.ones((16, 16), np.complex64), mask=np.ones((16, 16), bool), "
+        "truth=np.ones((16, 16), np.complex64)); common.plot_history_png({'a': [1.0, 2.0]}, sys.argv[1] + '/h.png'); "
+        "simulate.write_preview(simulate.simulate_dataset(N=16, n_positions=4, seed=1), sys.argv[1] + '/p.png'); "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_evaluation_helpers():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(10, 10))
@@ -185,6 +210,7 @@ def test_outputs(tmp_path):
     np.testing.assert_allclose(data["amplitude"], 1.0, rtol=1e-6)
     assert data["object"].shape == (10, 10) and int(data["M"]) == 20
     assert files["phase_png"].stat().st_size > 1000
+    assert "comparison_png" not in files  # no truth, no comparison
     written = common.save_outputs(np.ones((4, 4)), np.zeros((4, 4)), {}, tmp_path / "o")
     assert [w.name for w in written] == ["reconstructed_amplitude.png", "reconstructed_phase.png"]
     assert common.save_outputs(None, None, {}, tmp_path / "none") == []

@@ -1,14 +1,17 @@
 """Argument helpers and error reporting shared by the ``ptycho_train`` / ``ptycho_inference`` CLIs.
 
 The CLIs import no framework until the arguments are parsed, so ``--help`` and bad flags
-answer at once.  Expected failures (a missing file, an invalid value, a bad bundle, a missing
-framework) print one ``<prog>: error: ...`` line and exit with status 1; argparse reports
+answer at once.  Numeric flags are validated before any data is read (:func:`validate_numeric_args`).
+Expected failures (a missing file, an invalid value, a bad bundle, a missing framework, an
+``--output_dir`` that is a file, running out of memory) print one ``<prog>: error: ...`` line,
+write no output and exit with status 1; argparse reports
 bad flags with its usage line and status 2.  No traceback is shown for either.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -41,6 +44,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of grouping, initial weights and batch order (default 0)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_units_argument(parser)
+
+
+def add_units_argument(parser: argparse.ArgumentParser) -> None:
+    """``--diff3d_units``: what the data files' diffraction holds (``RawData`` ``diffraction_is``)."""
+    parser.add_argument(
+        "--diff3d_units", choices=("auto", "amplitude", "intensity"), default="auto",
+        help="what diff3d holds: 'intensity' (photon counts, converted with sqrt) or 'amplitude'; 'auto' "
+        "(default) reads integer data and CXI/HDF5 frames as counts, the NPZ key diff3d_units otherwise",
+    )
 
 
 def resolve_n_groups(args: argparse.Namespace) -> int | None:
@@ -63,9 +76,82 @@ def require_file(path: Path | None, flag: str) -> Path:
     return Path(path)
 
 
+#: Largest memory (bytes) ``--simulate`` may need, estimated as 32 bytes per pixel of the
+#: ``[n_positions, N, N]`` patterns (patterns, patches and their complex intermediates).
+MAX_SIMULATION_BYTES: int = 4 * 1024**3
+_SIMULATION_BYTES_PER_PIXEL = 32
+
+
+def _check_int(flag: str, value: object, low: int, high: int | None = None) -> None:
+    from ptycho.errors import ConfigError
+
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise ConfigError(flag, value, allowed)
+
+
+def validate_numeric_args(args: argparse.Namespace) -> None:
+    """Check every numeric flag the parsed ``args`` carry, before any data is read or simulated.
+
+    ``--N`` must be a supported patch size, ``--n_positions`` at least 1 and small enough that
+    simulating it needs at most :data:`MAX_SIMULATION_BYTES`, ``--batch_size``, ``--nepochs``,
+    ``--n_groups`` at least 1, ``--gridsize`` and ``--n_filters_scale`` within the bundle bounds
+    (``ptycho.bundle_schema``), ``--nphotons`` finite and > 0.  Raises ConfigError naming the flag.
+    """
+    import math
+
+    from ptycho import bundle_schema
+    from ptycho.conventions import SUPPORTED_N
+    from ptycho.errors import ConfigError
+
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    if get("N") is not None and get("N") not in SUPPORTED_N:
+        raise ConfigError("--N", get("N"), f"one of {SUPPORTED_N}")
+    _check_int("--gridsize", get("gridsize"), 1, bundle_schema.MAX_GRIDSIZE)
+    _check_int("--n_filters_scale", get("n_filters_scale"), 1, bundle_schema.MAX_N_FILTERS_SCALE)
+    for flag in ("batch_size", "nepochs", "n_groups", "n_images"):
+        _check_int(f"--{flag}", get(flag), 1)
+    if get("n_positions") is not None and get("N") is not None:
+        most = MAX_SIMULATION_BYTES // (_SIMULATION_BYTES_PER_PIXEL * get("N") ** 2)
+        _check_int("--n_positions", get("n_positions"), 1, most)
+    nphotons = get("nphotons")
+    if nphotons is not None and not (isinstance(nphotons, float | int) and math.isfinite(nphotons) and nphotons > 0):
+        raise ConfigError("--nphotons", nphotons, "a finite number > 0")
+
+
+def fit_batch_size(prog: str, batch_size: int, n_groups: int, *, power_of_two: bool = True) -> int:
+    """``batch_size``, or the largest allowed size <= ``n_groups`` with a message when it exceeds the data."""
+    if n_groups <= 0 or batch_size <= n_groups:
+        return batch_size
+    fitted = 1 << (n_groups.bit_length() - 1) if power_of_two else n_groups
+    print(f"{prog}: --batch_size {batch_size} is larger than the {n_groups} groups of the data; using {fitted}",
+          file=sys.stderr)
+    return fitted
+
+
 def quiet_frameworks() -> None:
     """Silence TensorFlow's C++ start-up logging (set before it is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def show_core_log(prog: str, quiet: bool = False) -> None:
+    """Show the core's log lines (logger ``ptycho``, e.g. "read as photon counts") on stderr as ``prog: ...``.
+
+    INFO and above, WARNING and above with ``quiet``.  Idempotent: one handler however often a
+    CLI's ``main`` runs in a process.
+    """
+    logger = logging.getLogger("ptycho")
+    handler = next((h for h in logger.handlers if getattr(h, "ptycho_cli", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.ptycho_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
@@ -73,9 +159,21 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argpa
     """Parse ``argv``, run ``body`` and turn expected errors into one readable line (exit status 1)."""
     args = parser.parse_args(argv)
     quiet_frameworks()
+    show_core_log(prog, bool(getattr(args, "quiet", False)))
     try:
+        validate_numeric_args(args)
+        output_dir = getattr(args, "output_dir", None)
+        if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise FileExistsError(f"--output_dir {output_dir} is an existing file, not a directory")
         return body(args)
-    except (PtychoError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as exc:
+    except (PtychoError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, MemoryError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        if isinstance(exc, MemoryError):
+            message = f"out of memory ({exc or 'no detail'}); use smaller inputs"
+        print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
         return 1
+
+
+def one_line(message: object) -> str:
+    """``message`` as a single line (newlines folded), for ``<prog>: error: ...``."""
+    return " ".join(str(message).split())

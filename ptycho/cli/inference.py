@@ -6,8 +6,11 @@ Example::
 
 Loads ``{model_path}/wts.h5.zip`` (restoring ``params.cfg``: N, gridsize, intensity scale,
 probe ...), groups the test data, predicts one object per group and stitches them.
-Outputs in ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``, ``object``),
-``amplitude.png`` and ``phase.png``.
+Outputs in ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``, ``object``,
+``global_offsets``, ``N``, ``M``, ``covered``), ``amplitude.png`` and ``phase.png``; when the data
+has a true object (``objectGuess``) also ``comparison.png`` and ``score.json``
+(``ptycho.evaluation.score_stitched``).  The data may be an NPZ, a CXI file or a Ptychodus HDF5
+training file (``--diff3d_units``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ptycho.cli._common import add_common_arguments, require_file, resolve_n_groups, run_main, stitch_crop
+from ptycho.cli._common import (
+    add_common_arguments,
+    fit_batch_size,
+    require_file,
+    resolve_n_groups,
+    run_main,
+    stitch_crop,
+)
 
 PROG = "ptycho_inference"
 
@@ -27,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Reconstruct a dataset with a trained wts.h5.zip.")
     add_common_arguments(parser)
     parser.add_argument("--model_path", type=Path, help="directory holding wts.h5.zip (or the zip itself)")
-    parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path, help="NPZ to reconstruct")
+    parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path,
+                        help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
     parser.add_argument("--batch_size", type=int, default=None, help="prediction batch size (default 32)")
     return parser
 
@@ -51,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     from ptycho.workflows import common
     from ptycho.workflows.backend_selector import backend_module, load_inference_bundle_with_backend
 
-    raw = RawData.from_file(test_file)
+    raw = RawData.from_file(test_file, diffraction_is=args.diff3d_units)
     config = InferenceConfig(
         model=ModelConfig(N=0, gridsize=args.gridsize or 1),
         model_path=args.model_path,
@@ -67,16 +78,25 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--gridsize {args.gridsize} does not match the model's gridsize {gridsize}; omit --gridsize")
     if raw.N != N:
         raise ValueError(f"--test_data {test_file} has {raw.N}x{raw.N} patterns but the model was trained with N={N}")
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=N, gridsize=gridsize))
+    # Group the test data as the model's training data was grouped: a gridsize-3 group needs C - 1 = 8
+    # neighbours, more than the InferenceConfig default of 4 (gridsize-3 bundles could not be reconstructed).
+    neighbor_count = int(params.cfg.get("neighbor_count") or config.neighbor_count)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=N, gridsize=gridsize),
+                                 neighbor_count=neighbor_count)
     container = common.create_ptycho_data_container(raw, config)
-    objects = backend_module(args.backend).predict_objects(model, container, args.batch_size)
-    _amp, _phase, stitched = common.stitch(objects, container.global_offsets, stitch_crop(N))
+    batch_size = None if args.batch_size is None else fit_batch_size(PROG, args.batch_size, len(container),
+                                                                      power_of_two=False)
+    objects = backend_module(args.backend).predict_objects(model, container, batch_size)
+    M = stitch_crop(N)
+    _amp, _phase, stitched = common.stitch(objects, container.global_offsets, M)
     out = Path(args.output_dir)
-    written = common.save_reconstruction(out, stitched)
+    written, score = common.write_stitched_outputs(out, stitched, container.global_offsets, N, M, raw.objectGuess)
     if not args.quiet:
         print(f"{PROG}: {len(container)} groups of {gridsize}x{gridsize} -> {stitched.shape[0]}x{stitched.shape[1]}",
               file=sys.stderr)
-        for path in written.values():
+        if score is not None:
+            print(f"{PROG}: stitched vs true object: {common.score_summary(score)}", file=sys.stderr)
+        for path in written:
             print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0
 

@@ -8,9 +8,10 @@ Examples::
 
 Outputs in ``--output_dir``: ``wts.h5.zip`` (the model bundle), ``history.csv`` (loss per
 epoch), ``history.png`` (loss plot); with test data also the stitched reconstruction
-(``reconstructed_amplitude.png``, ``reconstructed_phase.png``, ``reconstruction.npz``,
-``amplitude.png``, ``phase.png``, and ``score.json``: amplitude/phase Pearson correlation with the
-test data's true object when it has one); with ``--simulate`` also ``simulated_data.npz``.
+(``reconstruction.npz``, ``amplitude.png``, ``phase.png``; when the test data has a true object
+also ``comparison.png`` and ``score.json``: SSIM, PSNR, FRC and Pearson correlation against it,
+``ptycho.evaluation.score_stitched``); with ``--simulate`` also ``simulated_data.npz``.
+Training data may be an NPZ, a CXI file or a Ptychodus HDF5 training file (``--diff3d_units``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ptycho.cli._common import add_common_arguments, require_file, resolve_n_groups, run_main, stitch_crop
+from ptycho.cli._common import (
+    add_common_arguments,
+    fit_batch_size,
+    require_file,
+    resolve_n_groups,
+    run_main,
+    stitch_crop,
+)
 
 PROG = "ptycho_train"
 #: Per-epoch series written to history.csv when the backend reports them (the plot shows the first two).
@@ -34,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Train PtychoPINN and save wts.h5.zip.")
     add_common_arguments(parser)
     data = parser.add_argument_group("data")
-    data.add_argument("--train_data_file", type=Path, help="training NPZ (data contract, specs/data.md)")
-    data.add_argument("--test_data_file", type=Path, help="test NPZ to reconstruct after training (optional)")
+    data.add_argument("--train_data_file", type=Path,
+                      help="training data: NPZ (data contract, specs/data.md), CXI or Ptychodus HDF5")
+    data.add_argument("--test_data_file", type=Path, help="test data to reconstruct after training (optional)")
     data.add_argument(
         "--simulate", action="store_true",
         help="train on built-in simulated data (ptycho.simulate) when no --train_data_file is given",
@@ -65,7 +74,8 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     from ptycho.raw_data import RawData
 
     if args.train_data_file is not None:
-        train = RawData.from_file(require_file(args.train_data_file, "--train_data_file"))
+        train = RawData.from_file(require_file(args.train_data_file, "--train_data_file"),
+                                  diffraction_is=args.diff3d_units)
     elif args.simulate:
         from ptycho.simulate import simulate_dataset
 
@@ -77,7 +87,8 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     else:
         raise ValueError("give --train_data_file, or --simulate to train on built-in simulated data")
     if args.test_data_file is not None:
-        test = RawData.from_file(require_file(args.test_data_file, "--test_data_file"))
+        test = RawData.from_file(require_file(args.test_data_file, "--test_data_file"),
+                                 diffraction_is=args.diff3d_units)
     else:
         test = train if args.simulate and args.train_data_file is None else None
     return train, test
@@ -108,20 +119,6 @@ def _execution_config(backend: str, args: argparse.Namespace | None = None) -> A
                                   num_nodes=nodes, strategy=strategy)
 
 
-def _score(test: Any, results: dict[str, Any], N: int, out: Path) -> dict[str, float] | None:
-    """Score the stitched object against the test data's true object (when it has one) into ``score.json``."""
-    if getattr(test, "objectGuess", None) is None:
-        return None
-    import json
-
-    from ptycho.atomic import atomic_write_bytes
-    from ptycho.evaluation import score_stitched
-
-    score = score_stitched(results["stitched"], test.objectGuess, results["global_offsets"], N, M=stitch_crop(N))
-    atomic_write_bytes(out / "score.json", json.dumps(score, indent=1, sort_keys=True).encode())
-    return score
-
-
 def _run(args: argparse.Namespace) -> int:
     from ptycho.config.config import ModelConfig, TrainingConfig
 
@@ -133,6 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     train, test = _load_data(args, out)
     gridsize = 1 if args.gridsize is None else args.gridsize
     extra = {} if n_groups is None else {"n_groups": n_groups}
+    args.batch_size = fit_batch_size(PROG, args.batch_size, min(n_groups or len(train.xcoords), len(train.xcoords)))
     config = TrainingConfig(
         model=ModelConfig(N=train.N, gridsize=gridsize, n_filters_scale=args.n_filters_scale),
         train_data_file=args.train_data_file,
@@ -164,17 +162,14 @@ def _run(args: argparse.Namespace) -> int:
     written = [bundle, out / "history.csv", out / "history.png"]
     score = None
     if amp is not None:
-        written += common.save_outputs(amp, phase, results, out)
-        written += list(common.save_reconstruction(out, results["stitched"]).values())
-        score = _score(test, results, train.N, out)
-        if score is not None:
-            written.append(out / "score.json")
+        paths, score = common.write_stitched_outputs(out, results["stitched"], results["global_offsets"], train.N,
+                                                     stitch_crop(train.N), getattr(test, "objectGuess", None))
+        written += paths
     if not args.quiet:
         losses = results["history"]["train_loss"]
         print(f"{PROG}: loss {losses[0]:.6g} -> {losses[-1]:.6g} over {len(losses)} epochs", file=sys.stderr)
         if score is not None:
-            print(f"{PROG}: stitched vs true object: amplitude Pearson {score['amp_pearson']:.3f}, "
-                  f"phase Pearson {score['phase_pearson']:.3f}", file=sys.stderr)
+            print(f"{PROG}: stitched vs true object: {common.score_summary(score)}", file=sys.stderr)
         for path in written:
             print(f"{PROG}: wrote {path}", file=sys.stderr)
     return 0

@@ -112,7 +112,12 @@ def forward(
 
 
 def losses(
-    outputs: Mapping[str, np.ndarray], x_scaled: np.ndarray, *, nll_weight: float, mae_weight: float
+    outputs: Mapping[str, np.ndarray],
+    x_scaled: np.ndarray,
+    *,
+    nll_weight: float,
+    mae_weight: float,
+    bad_pixels: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The training losses of one batch (the real-space loss, weight 0 upstream, is not included).
 
@@ -122,10 +127,12 @@ def losses(
         ``'poisson_nll'`` = ``poisson_nll(y_intensity, outputs['pred_intensity'])``
         (mean of ``y_pred - y_true*log(y_pred)`` over every element), ``'mae'`` =
         ``mean_absolute_error(y_amp, outputs['pred_amplitude'])`` and ``'total'`` =
-        ``nll_weight * poisson_nll + mae_weight * mae``, as Python floats.
+        ``nll_weight * poisson_nll + mae_weight * mae``, as Python floats.  With ``bad_pixels``
+        (bool ``[N, N]``) both means run over the good detector pixels only
+        (``physics.masked_mean``).
     """
     y_amp = np.asarray(x_scaled, dtype=np.float64)
     y_intensity = y_amp**2
-    nll = poisson_nll(y_intensity, np.asarray(outputs["pred_intensity"]))
-    mae = mean_absolute_error(y_amp, np.asarray(outputs["pred_amplitude"], dtype=np.float64))
+    nll = poisson_nll(y_intensity, np.asarray(outputs["pred_intensity"]), bad_pixels)
+    mae = mean_absolute_error(y_amp, np.asarray(outputs["pred_amplitude"], dtype=np.float64), bad_pixels)
     return {"poisson_nll": nll, "mae": mae, "total": float(nll_weight) * nll + float(mae_weight) * mae}

@@ -72,6 +72,8 @@ __all__ = [
     "gaussian_smooth3x3",
     "illuminate",
     "intensity_scale",
+    "good_pixel_weights",
+    "masked_mean",
     "mean_absolute_error",
     "normalize_probe",
     "normalize_x_full",
@@ -159,22 +161,25 @@ def _translate64(
 
 
 # =========================================================================== normalisation
-def normalize_x_full(diffraction: np.ndarray) -> tuple[np.ndarray, float]:
+def normalize_x_full(diffraction: np.ndarray, bad_pixels: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Normalise diffraction amplitudes to the network input ``X_full``.
 
     Formula (float64 internally; upstream ``normalize_data``)::
 
-        norm = sqrt((N/2)**2 / mean_{b, c}(sum_{h, w} d[b, h, w, c]**2))
+        norm = sqrt((N/2)**2 / mean_{b, c}(sum_{h, w good} d[b, h, w, c]**2))
         X_full = float32(norm * d)
 
-    so that ``mean_{b,c} sum_{h,w} X_full**2 == conventions.x_full_target_energy(N)
-    == (N/2)**2``.  The sum runs over the pixels of one pattern, the mean over samples
-    *and* channels.
+    so that ``mean_{b,c} sum_{h,w good} X_full**2 == conventions.x_full_target_energy(N)
+    == (N/2)**2``.  The sum runs over the good pixels of one pattern (all pixels when
+    ``bad_pixels`` is None: bad pixels are not signal), the mean over samples *and*
+    channels.  Values at bad pixels are scaled like the rest (they stay in the input).
 
     Parameters
     ----------
     diffraction:
         Amplitudes (not intensities), real ``[B, N, N, C]`` (channel layout).
+    bad_pixels:
+        optional bool ``[N, N]`` detector mask, True = not measured.
 
     Returns
     -------
@@ -198,7 +203,8 @@ def normalize_x_full(diffraction: np.ndarray) -> tuple[np.ndarray, float]:
         )
     N = d.shape[1]
     d64 = d.astype(np.float64)
-    energy = float(np.mean(np.sum(d64**2, axis=(1, 2))))
+    w = good_pixel_weights(bad_pixels, N)[None, :, :, None]
+    energy = float(np.mean(np.sum(w * d64**2, axis=(1, 2))))
     if not (math.isfinite(energy) and energy > 0):
         raise DataContractError(
             f"mean pattern energy is {energy!r}; it must be finite and > 0 to normalise",
@@ -593,7 +599,37 @@ def combine_complex(amp: np.ndarray, phase: np.ndarray) -> np.ndarray:
 
 
 # =========================================================================== losses
-def poisson_nll(y_true_intensity: np.ndarray, y_pred_intensity: np.ndarray) -> float:
+def good_pixel_weights(bad_pixels: np.ndarray | None, N: int) -> np.ndarray:
+    """``1 - bad_pixels`` as float64 ``[N, N]`` (all ones when ``bad_pixels`` is None).
+
+    THE masking rule of the diffraction losses (both backends implement it; ``specs/physics.md``):
+    a detector pixel marked bad contributes nothing, and a loss that is a mean over
+    ``[B, N, N, C]`` elements becomes the mean over the elements on good pixels,
+    ``sum(w * term) / (B * C * sum(w))`` (:func:`masked_mean`).  With no mask it is the plain mean.
+    """
+    if bad_pixels is None:
+        return np.ones((N, N), np.float64)
+    m = np.asarray(bad_pixels)
+    if m.shape != (N, N):
+        raise ValueError(f"bad_pixels has shape {m.shape}, expected [{N}, {N}]")
+    return 1.0 - m.astype(np.float64)
+
+
+def masked_mean(terms: np.ndarray, bad_pixels: np.ndarray | None = None) -> float:
+    """Mean of per-element loss terms ``[B, N, N, C]`` over the good detector pixels (float64).
+
+    ``sum(w * terms) / (B * C * sum(w))`` with ``w = good_pixel_weights(bad_pixels, N)``
+    broadcast as ``[1, N, N, 1]``; equals ``np.mean(terms)`` when ``bad_pixels`` is None.
+    """
+    t = np.asarray(terms, dtype=np.float64)
+    _require_shape(t, 4, "terms", "[B, N, N, C]")
+    w = good_pixel_weights(bad_pixels, t.shape[1])
+    return float(np.sum(t * w[None, :, :, None]) / (t.shape[0] * t.shape[3] * w.sum()))
+
+
+def poisson_nll(
+    y_true_intensity: np.ndarray, y_pred_intensity: np.ndarray, bad_pixels: np.ndarray | None = None
+) -> float:
     """Poisson negative log-likelihood without the ``log(y!)`` constant, averaged over all elements.
 
     Formula (float64)::
@@ -603,7 +639,9 @@ def poisson_nll(y_true_intensity: np.ndarray, y_pred_intensity: np.ndarray) -> f
     (= ``tf.nn.log_poisson_loss(y_true, log y_pred, compute_full_loss=False)`` reduced by
     the mean over every element, as upstream's ``negloglik``.)  No epsilon: ``y_pred``
     must be > 0 everywhere (``ValueError`` otherwise; upstream would return inf/NaN).
-    For fixed ``y_true >= 0`` each term is minimised at ``y_pred == y_true``.
+    For fixed ``y_true >= 0`` each term is minimised at ``y_pred == y_true``.  With a
+    ``bad_pixels`` mask (``[N, N]``, inputs ``[B, N, N, C]``) the mean runs over the good
+    pixels only (:func:`masked_mean`).
 
     Returns a Python float.
     """
@@ -613,16 +651,22 @@ def poisson_nll(y_true_intensity: np.ndarray, y_pred_intensity: np.ndarray) -> f
         raise ValueError(f"shape mismatch: y_true {yt.shape} vs y_pred {yp.shape}")
     if not np.all(yp > 0):
         raise ValueError("y_pred_intensity must be > 0 everywhere (log of a non-positive rate)")
-    return float(np.mean(yp - yt * np.log(yp)))
+    terms = yp - yt * np.log(yp)
+    return float(np.mean(terms)) if bad_pixels is None else masked_mean(terms, bad_pixels)
 
 
-def mean_absolute_error(a: np.ndarray, b: np.ndarray) -> float:
-    """``mean(|a - b|)`` over all elements (float64; modulus for complex input). Python float."""
+def mean_absolute_error(a: np.ndarray, b: np.ndarray, bad_pixels: np.ndarray | None = None) -> float:
+    """``mean(|a - b|)`` over all elements (float64; modulus for complex input). Python float.
+
+    With a ``bad_pixels`` mask (``[N, N]``, inputs ``[B, N, N, C]``) the mean runs over the good
+    pixels only (:func:`masked_mean`).
+    """
     x = np.asarray(a)
     y = np.asarray(b)
     if x.shape != y.shape:
         raise ValueError(f"shape mismatch: {x.shape} vs {y.shape}")
-    return float(np.mean(np.abs(_work(x) - _work(y))))
+    terms = np.abs(_work(x) - _work(y))
+    return float(np.mean(terms)) if bad_pixels is None else masked_mean(terms, bad_pixels)
 
 
 # =========================================================================== forward model

@@ -123,17 +123,23 @@ def load_inference_bundle_with_backend(
     """``update_legacy_dict(params.cfg, config)``, then load ``{bundle_dir}/wts.h5.zip`` with ``config.backend``.
 
     The bundle's params snapshot is then restored into ``params.cfg`` (it wins over the
-    config).  Returns ``(model, params_dict)``: TensorFlow's ``diffraction_to_obj`` Keras
-    model, or the PyTorch module named ``model_name``.
+    config).  When loading fails, ``params.cfg`` is restored to what it was before the call.
+    Returns ``(model, params_dict)``: TensorFlow's ``diffraction_to_obj`` Keras model, or the
+    PyTorch module named ``model_name``.
     """
-    update_legacy_dict(params.cfg, config)
-    backend = _check_backend(config.backend)
-    module = backend_module(backend)
-    if backend == "tensorflow":
-        if model_name != "diffraction_to_obj":
-            raise ValueError(f"model_name={model_name!r} is invalid for tensorflow: expected 'diffraction_to_obj'")
-        return module.load_inference_bundle(bundle_dir)
-    models, loaded = module.load_inference_bundle_torch(bundle_dir, model_name=model_name)
-    if model_name not in models:
-        raise ValueError(f"model_name={model_name!r} is not in the bundle's models {sorted(models)}")
-    return models[model_name], loaded
+    before = params.snapshot()
+    try:
+        update_legacy_dict(params.cfg, config)
+        backend = _check_backend(config.backend)
+        module = backend_module(backend)
+        if backend == "tensorflow":
+            if model_name != "diffraction_to_obj":
+                raise ValueError(f"model_name={model_name!r} is invalid for tensorflow: expected 'diffraction_to_obj'")
+            return module.load_inference_bundle(bundle_dir)
+        models, loaded = module.load_inference_bundle_torch(bundle_dir, model_name=model_name)
+        if model_name not in models:
+            raise ValueError(f"model_name={model_name!r} is not in the bundle's models {sorted(models)}")
+        return models[model_name], loaded
+    except BaseException:
+        params.restore(before)  # a refused bundle leaves params.cfg as it was
+        raise

@@ -43,7 +43,7 @@ def subsample(data: RawData, n_subsample: int | None, seed: int) -> RawData:
         data.xcoords[keep], data.ycoords[keep], data.xcoords_start[keep], data.ycoords_start[keep],
         data.diff3d[keep], data.probeGuess, data.scan_index[keep], objectGuess=data.objectGuess,
         Y=None if data.Y is None else data.Y[keep], metadata=getattr(data, "metadata", None),
-        diffraction_is="amplitude", source=data.source,
+        diffraction_is="amplitude", bad_pixels=data.bad_pixels, source=data.source,
     )
     sub.sample_indices = keep
     return sub
@@ -140,13 +140,14 @@ def stitch(
 # --------------------------------------------------------------------------- outputs
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A matplotlib ``Figure`` drawn by its own Agg canvas: pyplot and the global backend are never touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _atomic_write(path: Path, write) -> Path:
@@ -156,20 +157,72 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
-def save_image(array: np.ndarray, path: str | PathLike, *, cmap: str = "gray", title: str | None = None) -> Path:
-    """Write a 2-D array as a PNG with a colour bar."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
-    im = ax.imshow(np.asarray(array), cmap=cmap)
+def colour_limits(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+    """``(vmin, vmax)`` of a real image over ``mask`` (the scanned region), all pixels when None.
+
+    The uncovered border of a stitched canvas is zero (or noise): scaling by it would wash out
+    the object, so colour scales come from the covered pixels only.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    sel = a if mask is None or not np.any(mask) else a[np.asarray(mask, dtype=bool)]
+    sel = sel[np.isfinite(sel)]
+    if sel.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(sel.min()), float(sel.max())
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def _show(fig: Any, ax: Any, image: np.ndarray, mask: np.ndarray | None, cmap: str, title: str | None) -> None:
+    vmin, vmax = colour_limits(image, mask)
+    im = ax.imshow(np.asarray(image), cmap=cmap, vmin=vmin, vmax=vmax)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         ax.set_title(title)
     ax.set_xlabel("x (pixels)")
     ax.set_ylabel("y (pixels)")
+
+
+def save_image(
+    array: np.ndarray, path: str | PathLike, *, cmap: str = "gray", title: str | None = None,
+    mask: np.ndarray | None = None,
+) -> Path:
+    """Write a 2-D array as a PNG with a colour bar scaled to the pixels of ``mask`` (all when None)."""
+    fig = _figure((5, 4.2))
+    _show(fig, fig.add_subplot(1, 1, 1), np.asarray(array), mask, cmap, title)
     fig.tight_layout()
-    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return out
+    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def save_comparison(
+    recon: np.ndarray, truth: np.ndarray, path: str | PathLike, *, mask: np.ndarray | None = None,
+    title: str | None = None,
+) -> Path:
+    """Truth vs reconstruction (complex ``[S, S]``): amplitude and phase rows, one colour scale per row.
+
+    The reconstruction's global phase offset (relative to the truth, over ``mask``) is removed
+    first; both colour scales come from the truth and reconstruction over ``mask``, and pixels
+    outside ``mask`` (not scanned) are left blank in both.
+    """
+    from ptycho.evaluation import remove_global_phase
+
+    r = remove_global_phase(np.asarray(recon), np.asarray(truth), mask)
+    t = np.asarray(truth)
+    fig = _figure((9, 8))
+    for row, (fn, cmap, what) in enumerate(((np.abs, "gray", "amplitude"), (np.angle, "viridis", "phase (rad)"))):
+        tv, rv = fn(t), fn(r)
+        both = np.stack([tv, rv])
+        sel = None if mask is None else np.stack([mask, mask])
+        vmin, vmax = colour_limits(both, sel)
+        for col, (img, who) in enumerate(((tv, "truth"), (rv, "reconstruction"))):
+            ax = fig.add_subplot(2, 2, 2 * row + col + 1)
+            shown = img if mask is None else np.ma.masked_where(~np.asarray(mask, dtype=bool), img)
+            im = ax.imshow(shown, cmap=cmap, vmin=vmin, vmax=vmax)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_title(f"{who}: {what}")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def save_outputs(
@@ -177,7 +230,8 @@ def save_outputs(
 ) -> list[Path]:
     """Upstream-compatible: write ``reconstructed_amplitude.png`` and ``reconstructed_phase.png``.
 
-    Writes nothing when either array is None (as upstream).  Returns the written paths.
+    Writes nothing when either array is None (as upstream, and as Ptychodus calls it).  Returns
+    the written paths.  The CLIs write :func:`save_reconstruction` instead (not both: no duplicate PNGs).
     """
     if amplitude is None or phase is None:
         return []
@@ -193,24 +247,83 @@ def save_reconstruction(
     stitched: np.ndarray,
     *,
     metadata: Mapping[str, Any] | None = None,
+    mask: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
 ) -> dict[str, Path]:
-    """Write ``reconstruction.npz`` (amplitude, phase, object) plus ``amplitude.png`` and ``phase.png``."""
+    """Write ``reconstruction.npz`` (amplitude, phase, object, + metadata arrays) and the PNGs.
+
+    ``amplitude.png`` and ``phase.png`` are scaled to the covered region ``mask`` (bool
+    ``[S, S]``, stored as ``covered`` in the NPZ); with the true object on the same grid
+    (``truth``, complex ``[S, S]``) also ``comparison.png`` (:func:`save_comparison`).
+    """
     out = Path(output_dir)
     obj = np.asarray(stitched)
     obj = obj[..., 0] if obj.ndim == 3 else obj
     amp, phase = np.abs(obj).astype(np.float32), np.angle(obj).astype(np.float32)
     meta = {str(k): np.asarray(v) for k, v in (metadata or {}).items()}
+    if mask is not None:
+        meta["covered"] = np.asarray(mask, dtype=bool)
 
     def write_npz(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, amplitude=amp, phase=phase, object=obj.astype(np.complex64), **meta)
 
     npz = _atomic_write(out / "reconstruction.npz", write_npz)
-    return {
+    files = {
         "npz": npz,
-        "amplitude_png": save_image(amp, out / "amplitude.png", cmap="gray", title="stitched amplitude"),
-        "phase_png": save_image(phase, out / "phase.png", cmap="viridis", title="stitched phase (rad)"),
+        "amplitude_png": save_image(amp, out / "amplitude.png", cmap="gray", title="stitched amplitude", mask=mask),
+        "phase_png": save_image(phase, out / "phase.png", cmap="viridis", title="stitched phase (rad)", mask=mask),
     }
+    if truth is not None:
+        files["comparison_png"] = save_comparison(obj, truth, out / "comparison.png", mask=mask)
+    return files
+
+
+def write_stitched_outputs(
+    output_dir: str | PathLike,
+    stitched: np.ndarray,
+    global_offsets: np.ndarray,
+    N: int,
+    M: int,
+    objectGuess: np.ndarray | None = None,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> tuple[list[Path], dict[str, Any] | None]:
+    """Everything the CLIs write for a stitched reconstruction; returns ``(paths, score or None)``.
+
+    ``reconstruction.npz`` (with ``global_offsets``, ``N``, ``M`` and the ``covered`` mask, so
+    ``ptycho_evaluate`` can score it later), ``amplitude.png`` / ``phase.png`` scaled to the covered
+    region, and, when the true object is known, ``comparison.png`` and ``score.json``
+    (:func:`ptycho.evaluation.score_stitched`; non-finite values written as null).  ``metadata``:
+    further scalars/arrays for the NPZ.
+    """
+    import json
+
+    from ptycho.atomic import atomic_write_bytes
+    from ptycho.evaluation import coverage_mask, ground_truth_canvas, json_ready, score_stitched
+
+    out = Path(output_dir)
+    obj = np.asarray(stitched)
+    obj = obj[..., 0] if obj.ndim == 3 else obj
+    mask = coverage_mask(global_offsets, N, M)
+    truth = None if objectGuess is None else ground_truth_canvas(objectGuess, global_offsets, obj.shape[0])
+    meta = {**(metadata or {}), "global_offsets": np.asarray(global_offsets, np.float64), "N": int(N), "M": int(M)}
+    written = list(save_reconstruction(out, obj, metadata=meta, mask=mask, truth=truth).values())
+    score = None
+    if objectGuess is not None:
+        score = score_stitched(obj, objectGuess, global_offsets, N, M)
+        atomic_write_bytes(out / "score.json", json.dumps(json_ready(score), indent=1, sort_keys=True).encode())
+        written.append(out / "score.json")
+    return written, score
+
+
+def score_summary(score: Mapping[str, Any]) -> str:
+    """One line of the headline numbers of a :func:`ptycho.evaluation.score_stitched` result."""
+    res = score.get("frc_resolution_px")
+    res_text = "none" if res is None or not np.isfinite(res) else f"{res:.2f} px"
+    return (f"amplitude SSIM {score['amp_ssim']:.3f}, phase SSIM {score['phase_ssim']:.3f}, amplitude PSNR "
+            f"{score['amp_psnr']:.1f} dB, FRC 1/2-bit resolution {res_text}, amplitude Pearson "
+            f"{score['amp_pearson']:.3f}")
 
 
 def write_history_csv(history: Mapping[str, Sequence[float]], path: str | PathLike) -> Path:
@@ -230,8 +343,8 @@ def write_history_csv(history: Mapping[str, Sequence[float]], path: str | PathLi
 
 def plot_history_png(history: Mapping[str, Sequence[float]], path: str | PathLike, *, title: str = "loss") -> Path:
     """Plot every loss series in ``history`` against the epoch (log scale when all values are positive)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = _figure((6, 4))
+    ax = fig.add_subplot(1, 1, 1)
     values = []
     for key, series in history.items():
         if series is None or len(series) == 0:
@@ -245,6 +358,4 @@ def plot_history_png(history: Mapping[str, Sequence[float]], path: str | PathLik
     ax.legend()
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return out
+    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))

@@ -126,7 +126,7 @@ def train_cdi_model(
     x, pos = model_inputs(train_container, scale)
     history = train(
         models.autoencoder, x, pos, config=config, seed=seed, Y_I=getattr(train_container, "Y_I", None), quiet=quiet,
-        strategy=strategy,
+        bad_pixels=getattr(train_container, "bad_pixels", None), strategy=strategy,
     )
     set_current_models(models)
     results: dict[str, Any] = {

@@ -6,7 +6,9 @@
   never reaches ``params.cfg``).
 * :func:`apply_deprecated_flags` turns ``--device`` / ``--disable_mlflow`` / ``--n_images`` into
   their replacements, each with a ``DeprecationWarning``.
-* :func:`run_cli` prints a readable one-line error (no traceback) for bad input.
+* :func:`validate_numeric_flags` checks every numeric flag up front (``ConfigError`` naming it).
+* :func:`run_cli` prints a readable one-line error (no traceback) for bad input, a bad bundle, an
+  OS error (an ``--output_dir`` that is a file) or running out of memory.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "build_execution_config_from_args",
     "resolve_accelerator",
     "run_cli",
+    "validate_numeric_flags",
     "validate_paths",
 ]
 
@@ -41,17 +44,42 @@ def validate_paths(
     train_file: str | PathLike | None,
     test_file: str | PathLike | None,
     output_dir: str | PathLike,
+    *,
+    create: bool = True,
 ) -> Path:
-    """Check that the given input files exist and create ``output_dir``; returns it as a Path.
+    """Check that the given input files exist and create ``output_dir`` (with ``create``); returns it as a Path.
 
-    Raises ``FileNotFoundError`` naming the missing file (``None`` inputs are skipped).
+    Raises ``FileNotFoundError`` naming the missing file (``None`` inputs are skipped) and
+    ``FileExistsError`` when ``output_dir`` is an existing file.
     """
     for label, path in (("training data", train_file), ("test data", test_file)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: {label} file not found")
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--output_dir {out} is an existing file, not a directory")
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def validate_numeric_flags(args: argparse.Namespace) -> None:
+    """The shared numeric checks (``ptycho.cli._common.validate_numeric_args``) plus the torch-only flags.
+
+    Raises ConfigError naming the flag, before any data is read.
+    """
+    from ptycho.cli._common import _check_int, validate_numeric_args
+
+    validate_numeric_args(args)
+    for flag, low in (("max_epochs", 1), ("inference_batch_size", 1), ("M", 1), ("num_workers", 0),
+                      ("n_subsample", 1), ("neighbor_count", 1), ("accumulate_grad_batches", 1),
+                      ("checkpoint_save_top_k", -1), ("early_stop_patience", 0)):
+        _check_int(f"--{flag}", getattr(args, flag, None), low)
+    lr = getattr(args, "learning_rate", None)
+    if lr is not None and not (lr > 0 and lr < float("inf")):
+        from ptycho.errors import ConfigError
+
+        raise ConfigError("--learning-rate", lr, "a finite number > 0")
 
 
 def resolve_accelerator(accelerator: str | None, device: str | None = None) -> str:
@@ -143,10 +171,15 @@ def build_execution_config_from_args(args: argparse.Namespace, mode: str = "trai
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)``; input errors are printed as ``error: <message>`` (exit 2), never as tracebacks."""
+    from ptycho.cli._common import one_line
+
     try:
         return main(argv)
-    except (PtychoError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (PtychoError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError as exc:
+        print(f"error: out of memory ({exc or 'no detail'}); use smaller inputs", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

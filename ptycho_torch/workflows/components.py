@@ -146,6 +146,7 @@ def _train_with_lightning(
         channels_last=channels_last,
         compile_cnn=compile_cnn,
     )
+    module.set_bad_pixels(train_container.bad_pixels)
     if execution.gradient_clip_val is None and config.gradient_clip_val is not None:
         execution = dataclasses.replace(execution, gradient_clip_val=config.gradient_clip_val,
                                         gradient_clip_algorithm=config.gradient_clip_algorithm)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,8 @@ def build_logger(backend: str | None, output_dir: Path) -> Any:
                               fix="pip install mlflow, or use --logger csv / none")
         from lightning.pytorch.loggers import MLFlowLogger
 
+        # mlflow >= 3 refuses its file store (the ./mlruns under output_dir used here) unless opted in
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         return MLFlowLogger(experiment_name="ptychopinn", tracking_uri=(output_dir / "mlruns").resolve().as_uri())
     raise ConfigError("logger", backend, "one of 'csv', 'tensorboard', 'mlflow', None")
 

@@ -35,15 +35,20 @@ def trained_dir(tmp_path_factory):
 
 def test_train_simulate_writes_bundle_history_and_reconstruction(trained_dir):
     for name in ("wts.h5.zip", "history.csv", "history.png", "simulated_data.npz", "reconstruction.npz",
-                 "amplitude.png", "phase.png", "reconstructed_amplitude.png", "reconstructed_phase.png"):
+                 "amplitude.png", "phase.png", "comparison.png", "score.json"):
         assert (trained_dir / name).is_file(), name
+    # one picture of each thing: no upstream-named duplicates of amplitude.png / phase.png
+    assert sorted(p.name for p in trained_dir.glob("*.png")) == ["amplitude.png", "comparison.png", "history.png",
+                                                                 "phase.png"]
     rows = list(csv.DictReader(open(trained_dir / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and {"train_loss", "val_loss", "poisson_nll"} <= set(rows[0])
     b = bundle.read_bundle(trained_dir, expected_backend="tensorflow")
     assert b.params["subsample_seed"] == 3 and b.params["N"] == 32
     score = json.loads((trained_dir / "score.json").read_text())
-    assert set(score) == {"amp_pearson", "phase_pearson", "covered_pixels"}
-    assert -1.0 <= score["amp_pearson"] <= 1.0 and score["covered_pixels"] > 0
+    assert {"amp_pearson", "phase_pearson", "covered_pixels", "amp_ssim", "phase_ssim", "amp_psnr", "phase_psnr",
+            "frc_cutoff", "frc_cutoff_1_7", "frc_resolution_px", "frc_resolution_1_7_px", "shift_x", "shift_y",
+            "global_phase"} <= set(score)
+    assert -1.0 <= score["amp_pearson"] <= 1.0 and score["covered_pixels"] > 0 and -1.0 <= score["amp_ssim"] <= 1.0
 
 
 def test_training_is_deterministic(trained_dir, tmp_path):
@@ -62,9 +67,23 @@ def test_inference_writes_the_stitched_reconstruction(trained_dir, tmp_path):
     ])
     assert status == 0
     rec = np.load(tmp_path / "reconstruction.npz")
-    assert set(rec.files) >= {"amplitude", "phase", "object"}
+    assert set(rec.files) >= {"amplitude", "phase", "object", "global_offsets", "N", "M", "covered"}
     assert rec["object"].dtype == np.complex64 and rec["amplitude"].shape == rec["object"].shape
     assert (tmp_path / "amplitude.png").is_file() and (tmp_path / "phase.png").is_file()
+    # the data has a true object: score.json and the truth-vs-reconstruction figure
+    assert (tmp_path / "comparison.png").is_file()
+    score = json.loads((tmp_path / "score.json").read_text())
+    # ptycho_evaluate on the written reconstruction reproduces it (one implementation)
+    from ptycho.cli import evaluate as cli_evaluate
+
+    out = tmp_path / "evaluated"
+    assert cli_evaluate.main(["--reconstruction", str(tmp_path / "reconstruction.npz"),
+                              "--truth", str(trained_dir / "simulated_data.npz"), "--output_dir", str(out)]) == 0
+    again = json.loads((out / "score.json").read_text())
+    assert again.keys() == score.keys()
+    for k, v in score.items():
+        assert again[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    assert (out / "comparison.png").is_file()
 
 
 def test_n_images_is_a_deprecated_alias(trained_dir, tmp_path, capsys):

@@ -267,7 +267,7 @@ def test_a_save_that_fails_midway_leaves_the_previous_bundle_intact(saved, tmp_p
     monkeypatch.undo()
     assert path.read_bytes() == data and _no_temp_files(tmp_path)
 
-    def failing_payload(model):
+    def failing_payload(model, scratch):
         if model.name == "diffraction_to_obj":
             raise RuntimeError("keras failed")
         return b"partial"

@@ -106,6 +106,24 @@ def test_losses_match_the_reference(gs2_handle, rng):
     assert all(grads[k].shape == spec.param_shapes()[k] for k in grads)
 
 
+def test_masked_losses_and_training_match_the_reference(gs2_handle, rng):
+    cfg, w, h = gs2_handle
+    api.set_weights(h, w)
+    x, pos = _batch(rng, cfg)
+    bad = np.zeros((cfg.N, cfg.N), bool)
+    bad[rng.integers(0, cfg.N, 20), rng.integers(0, cfg.N, 20)] = True
+    x[:, bad, :] = 50.0 * x.max()  # hot pixels: ignored only if the mask is honoured
+    losses, _ = api.loss_and_grads(h, x, pos, nll_weight=1.0, mae_weight=0.5, bad_pixels=bad)
+    out = ref_model.forward(x, pos, w, h.spec, probe_mask=False, gaussian_smoothing_sigma=0.0)
+    want = ref_model.losses(out, x, nll_weight=1.0, mae_weight=0.5, bad_pixels=bad)
+    for k in ("poisson_nll", "mae", "total"):
+        assert losses[k] == pytest.approx(want[k], rel=2e-5, abs=1e-5), k
+    unmasked = ref_model.losses(out, x, nll_weight=1.0, mae_weight=0.5)
+    assert abs(want["total"] - unmasked["total"]) > 1e-2 * abs(unmasked["total"])
+    steps = api.train_steps(h, [(x, pos)], lr=1e-3, nll_weight=1.0, mae_weight=0.5, bad_pixels=bad)
+    assert steps[0] == pytest.approx(want["total"], rel=2e-5, abs=1e-5)
+
+
 def _consistent_batch(cfg: ModelConfig, spec) -> tuple[np.ndarray, np.ndarray]:
     """Diffraction-like targets: the prediction of another network, so the loss is smooth near the weights."""
     x0, pos = _batch(np.random.default_rng(77), cfg)

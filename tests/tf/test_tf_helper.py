@@ -180,6 +180,16 @@ def test_losses_match_reference(rng):
     assert float(th.mean_absolute_error(a, b)) == pytest.approx(ref.mean_absolute_error(a, b), rel=1e-5)
 
 
+def test_masked_losses_match_reference(rng):
+    yt = rng.uniform(0, 50, (4, 8, 8, 2)).astype(np.float32)
+    yp = rng.uniform(0.1, 50, (4, 8, 8, 2)).astype(np.float32)
+    bad = rng.uniform(size=(8, 8)) < 0.2
+    got = float(th.poisson_nll(yt, yp, bad))
+    assert got == pytest.approx(ref.poisson_nll(yt, yp, bad), rel=1e-5)
+    assert got != pytest.approx(ref.poisson_nll(yt, yp), rel=1e-3)
+    assert float(th.mean_absolute_error(yt, yp, bad)) == pytest.approx(ref.mean_absolute_error(yt, yp, bad), rel=1e-5)
+
+
 # --------------------------------------------------------------------------- stitching
 @pytest.mark.parametrize("n,M", [(1, 20), (7, 20), (50, 12)])
 def test_reassemble_position_matches_reference_as_ptychodus_calls_it(rng, n, M):

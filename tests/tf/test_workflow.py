@@ -17,19 +17,19 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import ptycho.model_manager
-import ptycho.tf_helper
 import pytest
-from ptycho.workflows.components import load_inference_bundle, predict_objects, run_cdi_example, save_outputs
 
 import ptycho.loader
+import ptycho.model_manager
 import ptycho.probe
+import ptycho.tf_helper
 from ptycho import bundle, params
 from ptycho.config.config import InferenceConfig, ModelConfig, TrainingConfig, update_legacy_dict
 from ptycho.evaluation import score_stitched
 from ptycho.raw_data import RawData
 from ptycho.simulate import simulate_dataset
 from ptycho.workflows import components
+from ptycho.workflows.components import load_inference_bundle, predict_objects, run_cdi_example, save_outputs
 
 REPO = Path(__file__).resolve().parents[2]
 N = 32

@@ -95,6 +95,16 @@ def test_training_payload_precedence_and_params_cfg(sim_npz, tmp_path):
     assert "learning_rate" not in params.cfg and "accelerator" not in params.cfg
 
 
+def test_training_payload_carries_gradient_clipping_to_params_cfg_and_the_execution_config(sim_npz, tmp_path):
+    """The clipping fields belong to both configs (found by the conformance gate's config stage, where the
+    factory dropped them from params.cfg while the dataclass path kept them)."""
+    payload = create_training_payload(sim_npz, tmp_path, {"n_groups": 4, "gradient_clip_val": 0.5,
+                                                          "gradient_clip_algorithm": "value"})
+    assert (params.cfg["gradient_clip_val"], params.cfg["gradient_clip_algorithm"]) == (0.5, "value")
+    assert (payload.tf_training_config.gradient_clip_val, payload.execution_config.gradient_clip_val) == (0.5, 0.5)
+    assert payload.execution_config.gradient_clip_algorithm == "value"
+
+
 def test_training_payload_validation(sim_npz, tmp_path):
     with pytest.raises(FileNotFoundError):
         create_training_payload(tmp_path / "none.npz", tmp_path, {"n_groups": 1})
@@ -119,6 +129,25 @@ def test_inference_payload_takes_the_architecture_from_the_bundle(trained_gs2, s
         create_inference_payload(out, sim_npz, tmp_path, {"gridsize": 1})
     with pytest.raises(FileNotFoundError, match="wts.h5.zip"):
         create_inference_payload(tmp_path, sim_npz, tmp_path)
+
+
+def test_inference_payload_groups_with_the_bundles_neighbour_count(trained_gs2, sim_npz, tmp_path, monkeypatch):
+    """InferenceConfig's default K = 4 cannot form a gridsize-3 group (8 neighbours); the training K can."""
+    from ptycho_torch import config_factory
+
+    out, _results, _snapshot = trained_gs2
+    real = config_factory.read_bundle
+
+    def trained_with_k9(*args, **kwargs):  # as if the bundle had been trained with neighbor_count=9
+        bundle = real(*args, **kwargs)
+        bundle.params["neighbor_count"] = 9
+        return bundle
+
+    monkeypatch.setattr(config_factory, "read_bundle", trained_with_k9)
+    payload = create_inference_payload(out, sim_npz, tmp_path)
+    assert payload.tf_inference_config.neighbor_count == 9 == params.cfg["neighbor_count"]
+    payload = create_inference_payload(out, sim_npz, tmp_path, {"neighbor_count": 5})
+    assert payload.tf_inference_config.neighbor_count == 5  # an explicit override still wins
 
 
 def test_inference_payload_refuses_a_tensorflow_bundle(sim_npz, tmp_path, trained_gs2):

@@ -130,6 +130,13 @@ def test_losses_combine_and_normalize_match_reference(rng):
     yp = rng.uniform(0.1, 5, size=(2, 8, 8, 1)).astype(np.float32)
     assert float(th.poisson_nll(_t(yt), _t(yp))) == pytest.approx(ref.poisson_nll(yt, yp), rel=1e-5)
     assert float(th.mean_absolute_error(_t(yt), _t(yp))) == pytest.approx(ref.mean_absolute_error(yt, yp), rel=1e-5)
+    bad = rng.uniform(size=(8, 8)) < 0.2
+    cf = (0, 3, 1, 2)  # the torch helpers take channels-first [B, C, N, N]; the mask is [N, N] in both
+    tyt, typ, tbad = _t(yt.transpose(cf)), _t(yp.transpose(cf)), torch.as_tensor(bad)
+    assert float(th.poisson_nll(tyt, typ, tbad)) == pytest.approx(ref.poisson_nll(yt, yp, bad), rel=1e-5)
+    assert float(th.mean_absolute_error(tyt, typ, tbad)) == pytest.approx(
+        ref.mean_absolute_error(yt, yp, bad), rel=1e-5
+    )
     amp, phase = rng.uniform(0, 1, (4, 4)).astype(np.float32), rng.uniform(-3, 3, (4, 4)).astype(np.float32)
     _close(th.combine_complex(_t(amp), _t(phase)), ref.combine_complex(amp, phase), atol=1e-6)
     d = rng.uniform(0, 3, size=(3, 8, 8, 4)).astype(np.float32)

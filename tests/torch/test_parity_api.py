@@ -88,6 +88,23 @@ def test_losses_match_reference(nll, mae):
     assert set(grads) == set(spec.param_names()) - {"probe.real", "probe.imag"}
 
 
+def test_masked_losses_match_reference():
+    mc, spec, w, x, pos = _setup(2)
+    bad = np.zeros((mc.N, mc.N), bool)
+    rows, cols = np.random.default_rng(3).integers(0, mc.N, (2, 20))
+    bad[rows, cols] = True
+    x = x.copy()
+    x[:, bad, :] = 50.0 * x.max()
+    h = api.build(mc, weights=w, probe_mask=False, gaussian_smoothing_sigma=0.0)
+    losses, _ = api.loss_and_grads(h, x, pos, nll_weight=1.0, mae_weight=0.5, bad_pixels=bad)
+    out = rmodel.forward(x, pos, w, spec, probe_mask=False, gaussian_smoothing_sigma=0.0)
+    want = rmodel.losses(out, x, nll_weight=1.0, mae_weight=0.5, bad_pixels=bad)
+    for key in ("poisson_nll", "mae", "total"):
+        assert losses[key] == pytest.approx(want[key], rel=2e-5, abs=1e-5), key
+    unmasked = rmodel.losses(out, x, nll_weight=1.0, mae_weight=0.5)
+    assert abs(want["total"] - unmasked["total"]) > 1e-2 * abs(unmasked["total"])
+
+
 @pytest.mark.parametrize("gridsize,names", [
     (2, ["intensity_scale.log_scale"]),
     (2, ["encoder.block0.conv0.kernel"]),

@@ -1,4 +1,4 @@
-"""conformance.metrics: global phase, sub-pixel registration, SSIM, PSNR, FRC and score_pair."""
+"""ptycho.evaluation (moved from conformance.metrics): phase, registration, SSIM, PSNR, FRC, score_pair."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conformance import metrics
+from ptycho import evaluation as metrics
 
 
 def smooth_image(rng: np.random.Generator, shape: tuple[int, int] = (64, 64), sigma: float = 2.5) -> np.ndarray:
