@@ -37,7 +37,7 @@ except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
     MAX_ARRAY_BYTES = 64 * 1024**3
 #: Most dimensions an NPZ array may have (the contract's deepest is ``Y`` ``[M, N, N, 1]``).
 MAX_NDIM: int = 8
-_STRING_KEYS = ("_metadata",)
+_STRING_KEYS = ("_metadata", "diff3d_units")  # the two string members RawData.to_file writes
 _FIX = "re-save the array with np.savez (or RawData.to_file) from the data it should hold"
 
 
