@@ -45,7 +45,8 @@ import numpy as np
 from ptycho import conventions
 from ptycho.errors import DataContractError
 from ptycho.grouping import group_neighbors
-from ptycho.raw_data import _group_positions, get_relative_coords
+from ptycho.raw_data import _group_positions, check_bad_pixels, get_relative_coords
+from ptycho.reference.physics import good_pixel_weights
 
 __all__ = [
     "PatternFile",
@@ -194,13 +195,17 @@ def convert_npz_member_to_npy(path: str | PathLike, key: str, out: str | PathLik
 
 
 def pattern_energies(patterns: PatternFile | np.ndarray, rows: np.ndarray | None = None,
-                     chunk: int = CHUNK_PATTERNS) -> np.ndarray:
-    """``sum_{h,w} d[m]**2`` of the patterns ``rows`` (default all), float64, ``chunk`` patterns read at a time."""
+                     chunk: int = CHUNK_PATTERNS, bad_pixels: np.ndarray | None = None) -> np.ndarray:
+    """``sum_{h,w} good[h,w] * d[m]**2`` of the patterns ``rows`` (default all), float64, read ``chunk`` at a time.
+
+    ``good = 1 - bad_pixels`` (``physics.good_pixel_weights``), as ``normalize_x_full`` weights them.
+    """
     rows = np.arange(len(patterns)) if rows is None else np.asarray(rows, dtype=np.int64)
+    w = good_pixel_weights(bad_pixels, int(patterns.shape[1]))
     out = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), chunk):
         block = np.asarray(patterns[rows[start : start + chunk]], dtype=np.float64)
-        out[start : start + len(block)] = np.einsum("mhw,mhw->m", block, block)
+        out[start : start + len(block)] = np.einsum("mhw,hw,mhw->m", block, w, block)
     return out
 
 
@@ -215,6 +220,7 @@ class StreamingRawData:
     probeGuess: np.ndarray
     diff3d: PatternFile
     source: str
+    bad_pixels: np.ndarray | None = None
 
     @property
     def N(self) -> int:
@@ -235,7 +241,8 @@ class StreamingRawData:
         nn = group_neighbors(xy, gridsize, K, nsamples, seed, sequential_sampling=sequential_sampling,
                              file=self.source).astype(np.int64)
         used, where = np.unique(nn, return_inverse=True)  # read only the patterns the groups use
-        energy = float(np.mean(pattern_energies(self.diff3d, rows=used)[where.reshape(nn.shape)]))
+        energies = pattern_energies(self.diff3d, rows=used, bad_pixels=self.bad_pixels)
+        energy = float(np.mean(energies[where.reshape(nn.shape)]))
         if not energy > 0:
             raise DataContractError("every selected diffraction pattern is zero", file=self.source, field="diff3d")
         norm = math.sqrt(conventions.x_full_target_energy(N) / energy)
@@ -246,6 +253,7 @@ class StreamingRawData:
             patterns=self.diff3d, nn_indices=nn, X_full_norm=norm,
             coords_nominal=start_relative.astype(np.float32), global_offsets=offsets,
             local_offsets=relative, probe=np.asarray(self.probeGuess, dtype=np.complex64),
+            bad_pixels=self.bad_pixels,
         )
 
 
@@ -259,6 +267,7 @@ def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = No
         ys = np.asarray(z["ycoords_start"], np.float64) if "ycoords_start" in keys else y
         probe = np.asarray(z["probeGuess"])
         units = str(z["diff3d_units"]) if "diff3d_units" in keys else "amplitude"
+        bad = np.asarray(z["bad_pixels"]) if "bad_pixels" in keys else None
     if units != "amplitude":
         raise DataContractError(f"says the patterns hold {units!r}; streaming reads amplitudes as stored",
                                 file=str(path), field="diff3d_units",
@@ -272,7 +281,7 @@ def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = No
         )
     if probe.shape != d.shape[1:]:
         raise DataContractError(f"has shape {probe.shape}, expected {d.shape[1:]}", file=str(path), field="probeGuess")
-    return StreamingRawData(x, y, xs, ys, probe, d, str(path))
+    return StreamingRawData(x, y, xs, ys, probe, d, str(path), check_bad_pixels(bad, d.shape[1], str(path)))
 
 
 @dataclass
@@ -280,7 +289,8 @@ class StreamingContainer:
     """Grouped data whose patterns stay on disk: the streaming twin of ``ptycho.loader.PtychoDataContainer``.
 
     ``nn_indices`` int64 ``[B, C]``, ``coords_nominal`` float32 ``[B, 1, 2, C]``, ``global_offsets``
-    float64 ``[B, 1, 2, 1]``, ``local_offsets`` float64 ``[B, 1, 2, C]``, ``probe`` complex64 ``[N, N]``;
+    float64 ``[B, 1, 2, 1]``, ``local_offsets`` float64 ``[B, 1, 2, C]``, ``probe`` complex64 ``[N, N]``,
+    ``bad_pixels`` bool ``[N, N]`` or None (the detector mask the losses leave out);
     ``patterns`` the ``[M, N, N]`` :class:`PatternFile`; ``X_full_norm`` the normalisation of the selected patterns.
     """
 
@@ -291,6 +301,7 @@ class StreamingContainer:
     global_offsets: np.ndarray
     local_offsets: np.ndarray
     probe: np.ndarray
+    bad_pixels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.nn_indices.shape[0])

@@ -57,3 +57,20 @@ def test_streamed_groups_and_batches_equal_the_in_memory_container(npz, gridsize
     assert stream.X_full_norm == pytest.approx(memory.X_full_norm, rel=1e-12)
     idx = np.array([5, 0, 17, 5])
     np.testing.assert_allclose(stream.gather_X(idx, 2.0), 2.0 * memory.X[idx], rtol=1e-6, atol=0)
+
+
+def test_a_bad_pixel_mask_is_carried_and_left_out_of_the_normalisation(npz, tmp_path):
+    from ptycho.config.config import ModelConfig, TrainingConfig
+
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    mask = np.zeros((32, 32), bool)
+    mask[:3, :5] = True
+    masked = tmp_path / "masked.npz"
+    np.savez(masked, **arrays, bad_pixels=mask)
+    config = TrainingConfig(model=ModelConfig(N=32, gridsize=1), n_groups=24, batch_size=8, subsample_seed=3)
+    memory = create_ptycho_data_container(RawData.from_file(masked), config, seed=3)
+    stream = open_streaming(masked).group(N=32, gridsize=1, K=config.neighbor_count, nsamples=24, seed=3)
+    np.testing.assert_array_equal(stream.bad_pixels, mask)
+    assert stream.X_full_norm == pytest.approx(memory.X_full_norm, rel=1e-12)
+
