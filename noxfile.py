@@ -8,7 +8,8 @@
 ``nox -s mutants`` negative controls: each injected bug must make the FULL default gate fail at the expected check
 ``nox -s mutation`` mutation score: cosmic-ray mutants of both backends' own code, each through the real gate
 ``nox -s bench``   the benchmarks in benchmarks/ (CPU)
-``nox -s gpu``     CUDA checks and throughput of the PyTorch backend (needs a GPU)
+``nox -s gpu``     on a GPU machine: CUDA checks and throughput, DDP throughput (> 1 GPU), the gate's
+                  records made on the GPU judged with the CPU tolerances (reports/gpu/)
 
 Each session installs the project from this checkout into its own virtualenv.
 torch is pinned in pyproject.toml: an unpinned torch would pull CUDA wheels.
@@ -58,6 +59,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_grouping.py", *session.posargs)
     session.run("python", "benchmarks/bench_step_time.py")
     session.run("python", "benchmarks/bench_tf_training.py", "--epochs", "3", "--n_positions", "128")
+    # data larger than memory: 200k N=64 patterns (3.3 GB) on disk, one streamed epoch vs in memory
+    session.run("python", "benchmarks/bench_streaming.py", "--train_groups", "1024")
     # PINN (train on scan A, infer on held-out scan B) beside pty-chi LSQML reconstructing B: the README table.
     session.install("-e", ".[all,oracle]")
     session.install("--no-deps", PTYCHI)
@@ -67,8 +70,18 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def gpu(session: nox.Session) -> None:
     """On a machine with CUDA: PyTorch backend correctness, determinism and throughput on the GPU."""
-    session.install("-e", ".[torch]")
+    session.install("-e", ".[all,test]")
     session.run("python", "benchmarks/cuda_check.py", *session.posargs)
+    out = session.run("python", "-c", "import torch; print(torch.cuda.device_count())", silent=True) or "1"
+    n_gpus = int(str(out).strip().splitlines()[-1])
+    # single GPU, and DDP over every GPU when there are several: samples/s into reports/gpu/ddp.json
+    session.run("python", "benchmarks/bench_ddp.py", "--accelerator", "cuda", "--devices", str(max(n_gpus, 1)),
+                "--report", "reports/gpu/ddp.json")
+    # CPU-vs-GPU parity: the gate's records made on the GPU, judged by this checkout's (CPU-measured) tolerances
+    run_dir = Path(session.create_tmp()) / "gpu-run"
+    session.run("python", "-m", "conformance", "run", "--run-dir", str(run_dir), "--keep", "--no-report",
+                env={"PTYCHO_DEVICE": "cuda"}, success_codes=[0, 1])
+    session.run("python", "-m", "conformance", "judge", "--run-dir", str(run_dir), "--report-dir", "reports/gpu")
 
 
 @nox.session(python=PYTHON)
@@ -81,6 +94,8 @@ def parity(session: nox.Session) -> None:
     # Golden baselines (judged on the records of the run just made) and the hypothesis-generated cases.
     session.run("python", "-m", "pytest", "-m", "parity", "tests/conformance/test_baselines.py",
                 "tests/conformance/test_hypothesis_parity.py", env={"PTYCHO_PARITY_RUN": str(run_dir)})
+    # Data-parallel training (2 CPU replicas per backend) against single-process training.
+    session.run("python", "-m", "conformance.distributed", "--report", "reports/parity/distributed.json")
 
 
 @nox.session(python=PYTHON)

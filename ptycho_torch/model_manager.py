@@ -110,8 +110,10 @@ def _torch_bytes(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+def _cpu_state(module: torch.nn.Module) -> dict[str, Any]:
+    """Tensors on the CPU; a module's extra state (``PtychoPINN_Lightning``: its history, plain lists) unchanged."""
+    return {k: v.detach().to("cpu").contiguous() if isinstance(v, torch.Tensor) else v
+            for k, v in module.state_dict().items()}
 
 
 def lightning_checkpoint(module: Any, trainer: Any = None) -> dict[str, Any]:

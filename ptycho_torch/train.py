@@ -21,6 +21,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from ptycho.cli._common import add_units_argument, fit_batch_size, show_core_log
 from ptycho.raw_data import RawData
@@ -72,8 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stop-patience", dest="early_stop_patience", type=int, default=100)
     p.add_argument("--accumulate-grad-batches", dest="accumulate_grad_batches", type=int, default=1)
     p.add_argument("--gradient-clip-val", dest="gradient_clip_val", type=float, default=None)
+    p.add_argument("--devices", type=_devices, default=1,
+                   help="devices (processes) per node; > 1 trains data-parallel with --strategy")
+    p.add_argument("--num_nodes", "--num-nodes", dest="num_nodes", type=int, default=1,
+                   help="nodes of a multi-node run (torchrun / SLURM set the ranks)")
+    p.add_argument("--strategy", default="auto",
+                   help="Lightning strategy: auto, ddp (a process per device), ddp_spawn; batch_size is the "
+                        "global batch, split over devices x num_nodes ranks")
+    p.add_argument("--stream", action="store_true",
+                   help="read the training patterns from disk batch by batch (data larger than memory; the NPZ "
+                        "must be uncompressed: ptycho.streaming)")
     add_common_execution_flags(p)
     return p
+
+
+def _devices(text: str) -> int | str:
+    """``--devices``: a positive integer or 'auto'."""
+    return text if text == "auto" else int(text)
 
 
 class _CheckpointToggle(argparse.Action):
@@ -101,6 +117,15 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _streamed(stream: Any, config: Any) -> Any:
+    """A ``ptycho.streaming.StreamingRawData`` grouped on positions only, patterns left on disk."""
+    if config.n_subsample:
+        raise ValueError("--stream groups every scan position: it cannot be combined with --n_subsample")
+    return stream.group(N=config.model.N, gridsize=config.model.gridsize, K=config.neighbor_count,
+                                      nsamples=int(config.n_groups), seed=common.workflow_seed(config),
+                                      sequential_sampling=bool(config.sequential_sampling))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, save the bundle and the history; returns the exit status."""
     from ptycho_torch.workflows.components import run_cdi_example_torch
@@ -110,18 +135,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     validate_numeric_flags(args)
     validate_paths(args.train_data_file, args.test_data_file, args.output_dir, create=False)
-    train = RawData.from_file(args.train_data_file, diffraction_is=args.diff3d_units)
+    if args.stream:  # positions and probe only; the patterns stay on disk
+        from ptycho.streaming import open_streaming
+
+        stream = open_streaming(args.train_data_file)
+        n_points = len(stream)
+    else:
+        train = RawData.from_file(args.train_data_file, diffraction_is=args.diff3d_units)
+        n_points = len(train.xcoords)
     test = RawData.from_file(args.test_data_file, diffraction_is=args.diff3d_units) if args.test_data_file else None
     n_groups = args.n_groups if args.n_groups is not None else 512
-    args.batch_size = fit_batch_size("python -m ptycho_torch.train", args.batch_size,
-                                     min(n_groups, len(train.xcoords)))
+    args.batch_size = fit_batch_size("python -m ptycho_torch.train", args.batch_size, min(n_groups, n_points))
     output_dir = validate_paths(None, None, args.output_dir)
     execution = build_execution_config_from_args(args, "training")
     payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
+    if args.stream:
+        train = _streamed(stream, payload.tf_training_config)
     _amp, _phase, results = run_cdi_example_torch(
         train, test, payload.tf_training_config, execution_config=payload.execution_config,
         runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,
     )
+    if results.get("global_rank", 0) != 0:
+        return 0  # a 'ddp' worker: rank 0 writes the bundle, history and images
     history = {k: v for k, v in results["history"].items() if v}
     common.write_history_csv(history, output_dir / "history.csv")
     common.plot_history_png({k: history[k] for k in ("train_loss", "val_loss") if k in history},

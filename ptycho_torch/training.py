@@ -20,13 +20,24 @@ Training (automatic optimisation):
 * optimiser: :class:`ptycho_torch.optim.KerasAdam` over the trainable parameters;
 * learning rate: ``ptycho.training_plan.LearningRateSchedule`` set at the start of every epoch
   and fed the monitored loss (validation loss if any, else training loss) at its end;
-* :attr:`history`: per-epoch ``train_loss``, ``val_loss`` (when validating), the native names and
-  ``learning_rate``, as plain Python lists.
+* :attr:`history`: per-epoch ``train_loss``, ``val_loss`` (when validating), the native names,
+  ``learning_rate`` and ``epoch_time_s`` (this rank's wall time of the epoch, validation
+  included; the TensorFlow history's name), as plain Python lists.
+
+Data parallel (``devices * num_nodes = W > 1``; rule in :mod:`ptycho.distributed`): each rank gets
+a shard of ``b_r`` groups of the global batch of ``b`` (``b`` = the sum over ranks, all-reduced per
+step) and returns ``W * b_r / b`` times its mean loss, so the DDP average of the gradients is the
+gradient of the global batch's mean loss; the per-epoch training sums and counts are all-reduced,
+so every rank records the global mean (the single-process value).  Every rank evaluates the whole
+validation split, so the validation loss needs no reduction.
+The history travels in the module's ``state_dict`` extra state, so under ``ddp_spawn`` the main
+process receives rank 0's history together with the weights.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -37,6 +48,7 @@ import torch
 
 from ptycho import conventions, params
 from ptycho.config.config import ModelConfig, TrainingConfig
+from ptycho.distributed import loss_weight
 from ptycho.network_spec import network_spec_from_config
 from ptycho.training_plan import LearningRateSchedule
 from ptycho_torch.canonical import init_weights, initial_intensity_scale, initial_probe
@@ -189,7 +201,19 @@ class PtychoPINN_Lightning(L.LightningModule):
         self._sums[stage] = self._sums[stage] + v if stage in self._sums else v
         self._counts[stage] = self._counts.get(stage, 0) + n
 
+    def _world_size(self) -> int:
+        trainer = self._trainer
+        return int(trainer.world_size) if trainer is not None else 1
+
     def _mean(self, stage: str) -> float | None:
+        """Sample-weighted mean of the stage's batch losses over this epoch (training: over every rank)."""
+        if stage == "train" and self._world_size() > 1:
+            local = torch.stack([
+                self._sums[stage].reshape(()) if stage in self._sums else torch.zeros((), device=self.device),
+                torch.tensor(float(self._counts.get(stage, 0)), device=self.device),
+            ]).to(torch.float64)
+            total = self.trainer.strategy.reduce(local, reduce_op="sum")
+            return float(total[0] / total[1]) if float(total[1]) > 0 else None
         n = self._counts.get(stage, 0)
         return float(self._sums[stage]) / n if n else None
 
@@ -202,11 +226,18 @@ class PtychoPINN_Lightning(L.LightningModule):
         self._sums.pop("train", None)
         self._counts.pop("train", None)
         self._current_lr = lr
+        self._val_mean = None
+        self._epoch_start = time.perf_counter()
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         losses = self.batch_losses(batch)
-        self._accumulate("train", losses["total"], int(batch[0].shape[0]))
-        return losses["total"]
+        n = int(batch[0].shape[0])
+        self._accumulate("train", losses["total"], n)
+        world_size = self._world_size()
+        if world_size == 1:
+            return losses["total"]
+        global_n = self.trainer.strategy.reduce(torch.tensor(float(n), device=self.device), reduce_op="sum")
+        return losses["total"] * loss_weight(n, int(round(float(global_n))), world_size)
 
     def on_validation_epoch_start(self) -> None:
         self._sums.pop("val", None)
@@ -214,20 +245,25 @@ class PtychoPINN_Lightning(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         losses = self.batch_losses(batch)
-        n = int(batch[0].shape[0])
-        self._accumulate("val", losses["total"], n)
-        self.log(self.val_loss_name, losses["total"], on_step=False, on_epoch=True, batch_size=n, prog_bar=True)
-        self.log("val_loss", losses["total"], on_step=False, on_epoch=True, batch_size=n)
+        self._accumulate("val", losses["total"], int(batch[0].shape[0]))
         return losses["total"]
+
+    def on_validation_epoch_end(self) -> None:
+        val = self._mean("val")
+        self._val_mean = val
+        if val is not None:
+            self.log(self.val_loss_name, val, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("val_loss", val, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
         train = self._mean("train")
         if train is None:
             return
-        val = self._mean("val")
+        val = getattr(self, "_val_mean", None)
         self._record("train_loss", train)
         self._record(self.loss_name, train)
         self._record("learning_rate", float(getattr(self, "_current_lr", self.lr_schedule.lr)))
+        self._record("epoch_time_s", time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter()))
         if val is not None:
             self._record("val_loss", val)
             self._record(self.val_loss_name, val)
@@ -235,6 +271,20 @@ class PtychoPINN_Lightning(L.LightningModule):
         self.log(self.loss_name, train, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_loss", train, on_step=False, on_epoch=True)
         self.log("learning_rate", self.history["learning_rate"][-1], on_step=False, on_epoch=True)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The per-epoch history (plain lists) in ``state_dict``: ``ddp_spawn`` sends it to the main process."""
+        return {"history": {k: list(v) for k, v in self.history.items()}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the history was extra state load too (with an empty history)."""
+        if isinstance(checkpoint.get("state_dict"), dict):
+            checkpoint["state_dict"].setdefault("_extra_state", {"history": {}})
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore :meth:`get_extra_state`'s history."""
+        if isinstance(state, Mapping) and isinstance(state.get("history"), Mapping):
+            self.history = {str(k): [float(x) for x in v] for k, v in state["history"].items()}
 
     def _record(self, key: str, value: float) -> None:
         self.history.setdefault(key, []).append(float(value))

@@ -67,7 +67,8 @@ INFERENCE_DEFAULTS = {
     "output_dir": Path("inference_outputs"), "backend": "tensorflow",
 }
 EXECUTION_DEFAULTS = {
-    "accelerator": "auto", "devices": 1, "strategy": "auto", "deterministic": True, "precision": "32-true",
+    "accelerator": "auto", "devices": 1, "num_nodes": 1, "strategy": "auto", "deterministic": True,
+    "precision": "32-true",
     "gradient_clip_val": None, "gradient_clip_algorithm": "norm", "accum_steps": 1, "num_workers": 0,
     "pin_memory": False, "persistent_workers": False, "prefetch_factor": None, "learning_rate": 1e-3,
     "scheduler": "Default", "enable_progress_bar": False, "enable_checkpointing": True,
@@ -147,7 +148,7 @@ INFERENCE_BAD = {
     "neighbor_pool_size": 0, "debug": "true", "output_dir": 5, "backend": "TensorFlow",
 }
 EXECUTION_BAD = {
-    "accelerator": "tpu", "devices": 0, "strategy": "", "deterministic": "yes", "precision": "64-true",
+    "accelerator": "tpu", "devices": 0, "num_nodes": 0, "strategy": "", "deterministic": "yes", "precision": "64-true",
     "gradient_clip_val": -0.5, "gradient_clip_algorithm": "max", "accum_steps": 0, "num_workers": -1,
     "pin_memory": 1, "persistent_workers": "no", "prefetch_factor": 0, "learning_rate": 0.0,
     "scheduler": "Cyclic", "enable_progress_bar": None, "enable_checkpointing": 0,

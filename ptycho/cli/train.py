@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nepochs", type=int, default=50, help="epochs (default 50)")
     train.add_argument("--nphotons", type=float, default=1e9, help="photons per pattern (default 1e9)")
     train.add_argument("--n_filters_scale", type=int, default=2, help="CNN width multiplier (default 2)")
+    dist = parser.add_argument_group("data parallel (rule: ptycho.distributed; --batch_size is the global batch)")
+    dist.add_argument("--devices", type=int, default=1,
+                      help="devices per node (default 1); > 1 trains data-parallel: PyTorch with --strategy, "
+                           "TensorFlow with MirroredStrategy (GPUs, else as many logical CPU devices)")
+    dist.add_argument("--num_nodes", type=int, default=1,
+                      help="nodes (default 1): PyTorch via Lightning (torchrun/SLURM set the ranks), TensorFlow "
+                           "via MultiWorkerMirroredStrategy (TF_CONFIG)")
+    dist.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), default=None,
+                      help="PyTorch: Lightning strategy (default ddp when devices x num_nodes > 1, else auto); "
+                           "TensorFlow always uses MirroredStrategy")
     return parser
 
 
@@ -96,14 +106,17 @@ def _save_bundle(backend: str, results: dict[str, Any], config: Any, out: Path) 
     return save_torch_bundle(results["models"], out, config)
 
 
-def _execution_config(backend: str) -> Any:
+def _execution_config(backend: str, args: argparse.Namespace | None = None) -> Any:
     if backend != "pytorch":
         return None
     import torch
 
     from ptycho.config.config import PyTorchExecutionConfig
 
-    return PyTorchExecutionConfig(accelerator="cuda" if torch.cuda.is_available() else "cpu")
+    devices, nodes = (args.devices, args.num_nodes) if args is not None else (1, 1)
+    strategy = getattr(args, "strategy", None) or ("ddp" if devices * nodes > 1 else "auto")
+    return PyTorchExecutionConfig(accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=devices,
+                                  num_nodes=nodes, strategy=strategy)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,8 +150,11 @@ def _run(args: argparse.Namespace) -> int:
 
     amp, phase, results = run_cdi_example_with_backend(
         train, test, config, M=stitch_crop(train.N), do_stitching=test is not None,
-        torch_execution_config=_execution_config(args.backend), quiet=args.quiet,
+        torch_execution_config=_execution_config(args.backend, args), quiet=args.quiet,
+        devices=args.devices, num_nodes=args.num_nodes,
     )
+    if results.get("global_rank", 0) != 0:
+        return 0  # a PyTorch 'ddp' worker process: rank 0 writes every output
     bundle = _save_bundle(args.backend, results, config, out)
     history = {k: list(v) for k, v in results["history"].items() if k in HISTORY_SERIES and v is not None and len(v)}
     common.write_history_csv(history, out / "history.csv")

@@ -357,6 +357,7 @@ def _indices_rule(name: str, value: Any) -> list[int] | None:
 _EXECUTION_RULES: dict[str, Rule] = {
     "accelerator": _accelerator_rule,
     "devices": _devices_rule,
+    "num_nodes": _POS_INT,
     "strategy": _str_rule,
     "deterministic": _deterministic_rule,
     "precision": _choice_rule(_PRECISIONS),
@@ -584,6 +585,7 @@ class PyTorchExecutionConfig:
 
     accelerator: str = "auto"
     devices: int | str = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     deterministic: bool | str = True
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"

@@ -76,12 +76,16 @@ def run_cdi_example_with_backend(
     torch_execution_config: PyTorchExecutionConfig | None = None,
     *,
     quiet: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """``update_legacy_dict(params.cfg, config)``, then the backend's ``run_cdi_example``.
 
     TensorFlow: ``ptycho_tf.workflows.components.run_cdi_example``; PyTorch:
     ``ptycho_torch.workflows.components.run_cdi_example_torch`` with
-    ``torch_execution_config`` (default ``PyTorchExecutionConfig()``).  Returns
+    ``torch_execution_config`` (default ``PyTorchExecutionConfig()``).  ``devices`` / ``num_nodes``
+    train TensorFlow data-parallel (``MirroredStrategy``; PyTorch takes them, and the strategy, from
+    its execution config).  Returns
     ``(recon_amp, recon_phase, results)`` with ``results['backend']`` set.
     """
     update_legacy_dict(params.cfg, config)
@@ -89,7 +93,8 @@ def run_cdi_example_with_backend(
     module = backend_module(backend)
     if backend == "tensorflow":
         amp, phase, results = module.run_cdi_example(
-            train_data, test_data, config, flip_x, flip_y, transpose, M, do_stitching, quiet=quiet
+            train_data, test_data, config, flip_x, flip_y, transpose, M, do_stitching, quiet=quiet,
+            devices=devices, num_nodes=num_nodes,
         )
     else:
         execution = torch_execution_config if torch_execution_config is not None else PyTorchExecutionConfig()

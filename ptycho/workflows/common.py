@@ -58,7 +58,9 @@ def create_ptycho_data_container(
     ``config.n_groups`` (None: one group per scan position), ``config.n_subsample``,
     ``sequential_sampling``, ``enable_oversampling`` and ``neighbor_pool_size``.
     """
-    if isinstance(data, PtychoDataContainer):
+    from ptycho.streaming import StreamingContainer
+
+    if isinstance(data, (PtychoDataContainer, StreamingContainer)):
         return data
     if not isinstance(data, RawData):
         raise TypeError(f"expected RawData or PtychoDataContainer, got {type(data).__name__}")
@@ -86,7 +88,15 @@ def set_intensity_scale(config: Any) -> float:
 
 
 def model_inputs(container: PtychoDataContainer, intensity_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(X * s, coords_nominal)`` as float32: the two model inputs, channels-last."""
+    """``(X * s, coords_nominal)`` as float32: the two model inputs, channels-last.
+
+    For a ``ptycho.streaming.StreamingContainer`` the first is a lazy ``ScaledPatterns`` (each
+    ``x[indices]`` reads those groups from disk).
+    """
+    from ptycho.streaming import StreamingContainer
+
+    if isinstance(container, StreamingContainer):
+        return container.scaled(intensity_scale), container.coords_nominal.astype(np.float32)
     x = (container.X * np.float32(intensity_scale)).astype(np.float32)
     return x, container.coords_nominal.astype(np.float32)
 

@@ -19,6 +19,7 @@ initial weights and batch order all derive from it.
 
 from __future__ import annotations
 
+import contextlib
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from ptycho.workflows.common import (
 )
 from ptycho_tf.model import create_models, current_models, set_current_models
 from ptycho_tf.model_manager import ModelManager
-from ptycho_tf.training import seed_everything, train
+from ptycho_tf.training import make_strategy, seed_everything, train
 
 __all__ = [
     "create_ptycho_data_container",
@@ -79,7 +80,13 @@ def predict_objects(model: keras.Model, container: PtychoDataContainer, batch_si
 
 
 def train_cdi_model(
-    train_data: DataLike, test_data: DataLike | None, config: TrainingConfig, *, quiet: bool = False
+    train_data: DataLike,
+    test_data: DataLike | None,
+    config: TrainingConfig,
+    *,
+    quiet: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> dict[str, Any]:
     """Train the TensorFlow PtychoPINN model.
 
@@ -90,6 +97,10 @@ def train_cdi_model(
     train (:func:`ptycho_tf.training.train`); record the models as the process's current
     models (for :func:`ptycho_tf.model_manager.save`).
 
+    ``devices`` / ``num_nodes`` > 1 train data-parallel (:func:`ptycho_tf.training.make_strategy`,
+    rule in :mod:`ptycho.distributed`: ``batch_size`` is the global batch, the learning rate is
+    unchanged); the models are then built in the strategy's scope.
+
     Returns:
         ``history`` (per-epoch lists: ``train_loss``, ``val_loss``, ``loss``, loss terms, ``lr``),
         ``history_epochs``, ``models`` (``{'autoencoder', 'diffraction_to_obj'}``),
@@ -98,22 +109,24 @@ def train_cdi_model(
         ``[n, N, N, 1]``), ``pred_amp`` and ``reconstructed_obj_cdi`` (predicted intensity).
     """
     validate_training_config(config)
+    strategy = make_strategy(devices, num_nodes)  # before any TensorFlow op: it may add logical CPUs
     seed = workflow_seed(config)
     seed_everything(seed)
     train_container = create_ptycho_data_container(train_data, config, seed=seed)
     test_container = None if test_data is None else create_ptycho_data_container(test_data, config, seed=seed)
     probe.set_probe_guess(None, train_container.probe)
     scale = set_intensity_scale(config)
-    models = create_models(
-        config.model,
-        intensity_scale_trainable=config.intensity_scale_trainable,
-        probe_trainable=config.probe_trainable,
-        seed=seed,
-    )
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        models = create_models(
+            config.model,
+            intensity_scale_trainable=config.intensity_scale_trainable,
+            probe_trainable=config.probe_trainable,
+            seed=seed,
+        )
     x, pos = model_inputs(train_container, scale)
     history = train(
-        models.autoencoder, x, pos, config=config, seed=seed, Y_I=train_container.Y_I, quiet=quiet,
-        bad_pixels=train_container.bad_pixels,
+        models.autoencoder, x, pos, config=config, seed=seed, Y_I=getattr(train_container, "Y_I", None), quiet=quiet,
+        bad_pixels=getattr(train_container, "bad_pixels", None), strategy=strategy,
     )
     set_current_models(models)
     results: dict[str, Any] = {
@@ -179,6 +192,8 @@ def run_cdi_example(
     do_stitching: bool = False,
     *,
     quiet: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """``update_legacy_dict(params.cfg, config)``, :func:`train_cdi_model`, optionally stitch the test data.
 
@@ -187,7 +202,7 @@ def run_cdi_example(
     :func:`reassemble_cdi_image`).
     """
     update_legacy_dict(params.cfg, config)
-    results = train_cdi_model(train_data, test_data, config, quiet=quiet)
+    results = train_cdi_model(train_data, test_data, config, quiet=quiet, devices=devices, num_nodes=num_nodes)
     if not (do_stitching and test_data is not None):
         return None, None, results
     container = results["test_container"]

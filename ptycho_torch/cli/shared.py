@@ -159,6 +159,9 @@ def build_execution_config_from_args(args: argparse.Namespace, mode: str = "trai
             early_stop_patience=int(get("early_stop_patience", 100)),
             accum_steps=int(get("accumulate_grad_batches", 1)),
             gradient_clip_val=get("gradient_clip_val"),
+            devices=get("devices", 1) if get("devices", 1) is not None else 1,
+            num_nodes=int(get("num_nodes", 1) or 1),
+            strategy=get("strategy", "auto") or "auto",
         )
     else:
         if get("inference_batch_size") is not None:

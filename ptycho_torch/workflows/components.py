@@ -14,11 +14,18 @@ same ``(amplitude | None, phase | None, results)`` structure.  Order of operatio
 4. when ``do_stitching``: predict the test groups and stitch them (``common.stitch``);
 5. when ``config.output_dir`` is set: save ``{output_dir}/wts.h5.zip`` (as upstream).
 
+Data parallel (``execution_config.strategy`` 'ddp' / 'ddp_spawn', ``devices * num_nodes > 1``):
+``config.batch_size`` is the global batch, split over the ranks (:mod:`ptycho.distributed`); the
+learning rate is unchanged.  Under 'ddp' every rank runs this whole function; only global rank 0
+predicts, stitches and writes the bundle (``results['global_rank']`` tells a caller which rank it
+is, so CLIs write their files on rank 0 only).  Under 'ddp_spawn' the calling process receives
+rank 0's weights and history after ``fit`` and continues as rank 0.
+
 Results: ``history`` (``train_loss`` / ``val_loss`` lists per epoch plus the native
 ``poisson_train_loss`` / ``poisson_val_loss`` and ``learning_rate``), ``train_container``,
 ``test_container``, ``models`` (``{'autoencoder': PtychoPINN, 'diffraction_to_obj':
 DiffractionToObj}``, sharing weights), ``lightning_module`` (the trained ``PtychoPINN_Lightning``),
-``trainer``, ``backend`` ('pytorch'), ``bundle_path`` when saved, and when
+``trainer``, ``backend`` ('pytorch'), ``global_rank`` (0 unless a 'ddp' worker), ``bundle_path`` when saved, and when
 stitched ``obj_tensor_full`` ``[n, N, N, 1]``, ``global_offsets``, ``recon_amp``, ``recon_phase``.
 """
 
@@ -45,6 +52,7 @@ from ptycho.config.config import (
 from ptycho.loader import PtychoDataContainer
 from ptycho.probe import set_probe_guess
 from ptycho.raw_data import RawData
+from ptycho.streaming import StreamingContainer
 from ptycho.workflows import common
 from ptycho_torch.data import build_inference_loader, build_training_loaders
 from ptycho_torch.model import DiffractionToObj, PtychoPINN
@@ -73,6 +81,7 @@ _NOISE = (
     r".*The number of training batches .* is smaller than the logging interval.*",
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*You defined a `validation_step` but have no `val_dataloader`.*",
+    r".*when logging on epoch level in distributed setting.*",  # the logged epoch means are already global
 )
 
 
@@ -84,7 +93,8 @@ def _quiet_lightning() -> Iterator[None]:
         yield
 
 
-def _ensure_container(data: RawData | PtychoDataContainer | None, config: Any) -> PtychoDataContainer | None:
+def _ensure_container(data: RawData | PtychoDataContainer | StreamingContainer | None,
+                      config: Any) -> PtychoDataContainer | StreamingContainer | None:
     if data is None:
         return None
     return common.create_ptycho_data_container(data, config, seed=common.workflow_seed(config))
@@ -115,10 +125,14 @@ def _train_with_lightning(
     ``params.cfg`` must already hold ``intensity_scale`` and ``probe`` (done by
     :func:`train_cdi_model_torch`).  Returns ``history``, ``models``, ``trainer``, ``lightning_module``.
     """
+    from ptycho.distributed import check_world_size
     from ptycho_torch.training import PtychoPINN_Lightning
-    from ptycho_torch.workflows.trainer import build_trainer
+    from ptycho_torch.workflows.trainer import build_trainer, world_size
 
     execution = _execution(execution_config)
+    world = world_size(execution)
+    if world is not None and world > 1:
+        check_world_size(config.batch_size, world)
     seed = common.workflow_seed(config)
     torch.manual_seed(seed)
     device_type = resolve_accelerator(execution.accelerator)
@@ -163,6 +177,7 @@ def _train_with_lightning(
         "models": {"autoencoder": module.model, "diffraction_to_obj": DiffractionToObj(module.model)},
         "trainer": trainer,
         "lightning_module": module,
+        "global_rank": int(trainer.global_rank),
     }
 
 
@@ -271,6 +286,8 @@ def run_cdi_example_torch(
     results = train_cdi_model_torch(train_data, test_data, config, execution, runtime=runtime, quiet=quiet)
     results["backend"] = "pytorch"
     amp = phase = None
+    if results.get("global_rank", 0) != 0:
+        return amp, phase, results  # a 'ddp' worker: rank 0 writes every output
     test_container = results.get("test_container")
     if do_stitching and test_container is not None:
         obj = predict_objects(results["models"]["diffraction_to_obj"], test_container, execution_config=execution,

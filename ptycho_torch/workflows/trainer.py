@@ -7,7 +7,7 @@ arguments (tested flag by flag in ``tests/torch/test_cli_train_torch.py``):
 execution config               Trainer
 ============================== ===================================================================
 accelerator ('auto' resolved)  ``accelerator``
-devices, strategy              ``devices``, ``strategy``
+devices, num_nodes, strategy   ``devices``, ``num_nodes``, ``strategy`` ('ddp' / 'ddp_spawn' -> :func:`build_strategy`)
 deterministic                  ``deterministic`` (True -> ``torch.use_deterministic_algorithms``)
 precision                      ``precision`` ('32-true', '16-mixed', 'bf16-mixed')
 gradient_clip_val/_algorithm   ``gradient_clip_val``, ``gradient_clip_algorithm`` ('agc' rejected)
@@ -21,7 +21,8 @@ logger_backend                 ``CSVLogger`` / ``TensorBoardLogger`` / ``MLFlowL
 
 Also: ``max_epochs = TrainingConfig.nepochs``, ``default_root_dir = output_dir``,
 ``num_sanity_val_steps = 0`` (the validation accumulators see real epochs only),
-``use_distributed_sampler = False`` (batches come from :class:`ptycho_torch.data.PlanBatchSampler`).
+``use_distributed_sampler = False`` (batches come from :class:`ptycho_torch.data.PlanBatchSampler`,
+which shards each global batch over the ranks itself: :mod:`ptycho.distributed`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,41 @@ from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.errors import ConfigError
 from ptycho_torch.runtime import resolve_accelerator
 
-__all__ = ["build_callbacks", "build_logger", "build_trainer", "monitor_metric", "trainer_kwargs"]
+__all__ = [
+    "DDP_STRATEGIES",
+    "build_callbacks",
+    "build_logger",
+    "build_strategy",
+    "build_trainer",
+    "monitor_metric",
+    "trainer_kwargs",
+    "world_size",
+]
+
+#: Strategy names mapped to a ``DDPStrategy`` (launcher: a fresh ``python`` per rank for 'ddp', spawn for 'ddp_spawn').
+DDP_STRATEGIES: dict[str, str] = {"ddp": "popen", "ddp_spawn": "spawn"}
+
+
+def world_size(execution: PyTorchExecutionConfig) -> int | None:
+    """``devices * num_nodes`` when ``devices`` is an int (the data-parallel world), else None ('auto')."""
+    if isinstance(execution.devices, int):
+        return int(execution.devices) * int(execution.num_nodes)
+    return None
+
+
+def build_strategy(name: str, accelerator: str) -> Any:
+    """The Trainer's ``strategy``: a ``DDPStrategy`` for 'ddp' / 'ddp_spawn', else the name unchanged.
+
+    ``forward_sync_buffers=False``: the model's buffers are constant masks (identical on every rank
+    from the start), so no forward needs a buffer broadcast.
+    The process group is gloo on CPU, NCCL on CUDA.
+    """
+    if name not in DDP_STRATEGIES:
+        return name
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(start_method=DDP_STRATEGIES[name], forward_sync_buffers=False,
+                       process_group_backend="nccl" if accelerator in ("cuda", "gpu") else "gloo")
 
 
 def monitor_metric(requested: str, has_validation: bool) -> str:
@@ -112,11 +147,13 @@ def trainer_kwargs(
     if execution.gradient_clip_algorithm == "agc":
         raise ConfigError("gradient_clip_algorithm", "agc", "'norm' or 'value' (Lightning has no AGC)")
     progress = bool(execution.enable_progress_bar) and not quiet
+    accelerator = resolve_accelerator(execution.accelerator)
     return {
         "max_epochs": int(max_epochs),
-        "accelerator": resolve_accelerator(execution.accelerator),
+        "accelerator": accelerator,
         "devices": execution.devices,
-        "strategy": execution.strategy,
+        "num_nodes": int(execution.num_nodes),
+        "strategy": build_strategy(execution.strategy, accelerator),
         "deterministic": execution.deterministic,
         "precision": execution.precision,
         "gradient_clip_val": execution.gradient_clip_val,
