@@ -328,16 +328,17 @@ def write_preview(raw: RawData, path: str | Path) -> Path:
     """Write a PNG overview: object amplitude with the scan positions, object phase,
     probe amplitude and phase, one diffraction pattern and the mean pattern (log10).
 
-    Imports matplotlib lazily (Agg backend).  Returns the path written.
+    Imports matplotlib lazily and draws on a ``Figure`` with the Agg canvas (pyplot and the
+    process's matplotlib backend are not touched).  Returns the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     path = Path(path)
     obj = raw.objectGuess
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5), constrained_layout=True)
+    fig = Figure(figsize=(13, 8.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
     panels: list[tuple[Any, np.ndarray, str, str]] = []
     if obj is not None:
         panels.append((axes[0, 0], np.abs(obj), "object amplitude + scan positions", "gray"))
@@ -363,7 +364,6 @@ def write_preview(raw: RawData, path: str | Path) -> Path:
         fontsize=11,
     )
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path
 
 

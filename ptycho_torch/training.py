@@ -44,7 +44,10 @@ from ptycho_torch.losses import LossWeights, compute_losses, realspace_target
 from ptycho_torch.model import DiffractionToObj, PtychoPINN
 from ptycho_torch.optim import KerasAdam
 
-__all__ = ["PtychoPINN_Lightning", "plain_config"]
+__all__ = ["LOOP_STATE_KEY", "PtychoPINN_Lightning", "plain_config"]
+
+#: Key of the Lightning checkpoint entry holding the history and the learning-rate schedule state.
+LOOP_STATE_KEY = "ptychopinn_loop_state"
 
 
 # --------------------------------------------------------------------------- config helpers
@@ -227,6 +230,22 @@ class PtychoPINN_Lightning(L.LightningModule):
         self.log(self.loss_name, train, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_loss", train, on_step=False, on_epoch=True)
         self.log("learning_rate", self.history["learning_rate"][-1], on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------------ resumable checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the loop state Lightning does not know about: the history and the schedule's running state."""
+        checkpoint[LOOP_STATE_KEY] = {
+            "history": {k: [float(v) for v in vals] for k, vals in self.history.items()},
+            "lr_schedule": self.lr_schedule.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what :meth:`on_save_checkpoint` added (``Trainer.fit(ckpt_path=...)`` resumes)."""
+        state = checkpoint.get(LOOP_STATE_KEY)
+        if state is None:
+            return
+        self.history = {str(k): [float(v) for v in vals] for k, vals in dict(state["history"]).items()}
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
 
     def _record(self, key: str, value: float) -> None:
         self.history.setdefault(key, []).append(float(value))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import types
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pytest
@@ -49,3 +51,38 @@ def _isolate_params_cfg():
 def rng() -> np.random.Generator:
     """A seeded generator; tests never touch numpy's global RNG."""
     return np.random.default_rng(1234)
+
+
+# --------------------------------------------------------------------------- resume contract
+# Both backends' resume tests check: 2 epochs + resume to 4 == 4 epochs, to the gate's tolerances
+# (conformance.tolerances.STAGE_TOLERANCES): the per-epoch loss history with ``e2e/loss_history``,
+# the final weights with ``train_k_steps/weights/*`` (without its mismatch budget).
+def _tolerance(stage: str, tensor: str):
+    from conformance.tolerances import STAGE_TOLERANCES
+
+    return next(t for t in STAGE_TOLERANCES if t.matches(stage, tensor))
+
+
+def assert_history_equal(resumed: Mapping[str, Sequence[float]], full: Mapping[str, Sequence[float]],
+                         keys: Sequence[str]) -> None:
+    """Every series in ``keys`` has the same length and agrees to the gate's e2e loss-history tolerance."""
+    tol = _tolerance("e2e", "e2e/loss_history")
+    for key in keys:
+        a, b = np.asarray(resumed[key], np.float64), np.asarray(full[key], np.float64)
+        assert a.shape == b.shape, (key, a.shape, b.shape)
+        atol = tol.atol * (float(np.max(np.abs(b))) if tol.scale_atol and b.size else 1.0)
+        np.testing.assert_allclose(a, b, rtol=tol.rtol, atol=atol, err_msg=key)
+
+
+def assert_weights_equal(resumed: Sequence[np.ndarray], full: Sequence[np.ndarray]) -> None:
+    """Final weights agree to the gate's ``train_k_steps/weights/*`` atol, with no mismatch budget."""
+    tol = _tolerance("train_k_steps", "train_k_steps/weights/x")
+    assert len(resumed) == len(full)
+    for i, (a, b) in enumerate(zip(resumed, full, strict=True)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol.rtol, atol=tol.atol, err_msg=f"weight {i}")
+
+
+@pytest.fixture
+def resume_asserts() -> types.SimpleNamespace:
+    """``history(resumed, full, keys)`` and ``weights(resumed, full)`` of the resume contract."""
+    return types.SimpleNamespace(history=assert_history_equal, weights=assert_weights_equal)

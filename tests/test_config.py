@@ -67,7 +67,7 @@ INFERENCE_DEFAULTS = {
     "output_dir": Path("inference_outputs"), "backend": "tensorflow",
 }
 EXECUTION_DEFAULTS = {
-    "accelerator": "auto", "devices": 1, "strategy": "auto", "deterministic": True, "precision": "32-true",
+    "accelerator": "cpu", "devices": 1, "strategy": "auto", "deterministic": True, "precision": "32-true",
     "gradient_clip_val": None, "gradient_clip_algorithm": "norm", "accum_steps": 1, "num_workers": 0,
     "pin_memory": False, "persistent_workers": False, "prefetch_factor": None, "learning_rate": 1e-3,
     "scheduler": "Default", "enable_progress_bar": False, "enable_checkpointing": True,

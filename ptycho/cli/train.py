@@ -47,6 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nepochs", type=int, default=50, help="epochs (default 50)")
     train.add_argument("--nphotons", type=float, default=1e9, help="photons per pattern (default 1e9)")
     train.add_argument("--n_filters_scale", type=int, default=2, help="CNN width multiplier (default 2)")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --output_dir from its last checkpoint (weights, optimizer, schedule, epoch, "
+             "history); --nepochs is the total",
+    )
+    train.add_argument(
+        "--logger", choices=("csv", "tensorboard", "mlflow", "none"), default="csv",
+        help="per-epoch metrics: logs/metrics.csv (TF) or lightning_logs/ (PyTorch), TensorBoard, or MLflow "
+             "(<output_dir>/mlflow.db) (default: %(default)s)",
+    )
+    train.add_argument(
+        "--accelerator", choices=("cpu", "gpu", "cuda", "mps", "auto"), default="cpu",
+        help="PyTorch device (default: %(default)s; 'auto' picks a GPU when present). TensorFlow places ops "
+             "itself (CUDA_VISIBLE_DEVICES= hides a GPU)",
+    )
     return parser
 
 
@@ -85,14 +100,14 @@ def _save_bundle(backend: str, results: dict[str, Any], config: Any, out: Path) 
     return save_torch_bundle(results["models"], out, config)
 
 
-def _execution_config(backend: str) -> Any:
-    if backend != "pytorch":
+def _execution_config(args: argparse.Namespace) -> Any:
+    """The PyTorch execution config (CPU unless ``--accelerator`` asks otherwise); None for TensorFlow."""
+    if args.backend != "pytorch":
         return None
-    import torch
-
     from ptycho.config.config import PyTorchExecutionConfig
 
-    return PyTorchExecutionConfig(accelerator="cuda" if torch.cuda.is_available() else "cpu")
+    progress = not args.quiet and sys.stderr.isatty()  # Lightning's bar only on a terminal
+    return PyTorchExecutionConfig(accelerator=args.accelerator, enable_progress_bar=progress)
 
 
 def _score(test: Any, results: dict[str, Any], N: int, out: Path) -> dict[str, float] | None:
@@ -110,7 +125,13 @@ def _score(test: Any, results: dict[str, Any], N: int, out: Path) -> dict[str, f
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ptycho import startup
     from ptycho.config.config import ModelConfig, TrainingConfig
+
+    startup.prepare_frameworks()  # before either framework is imported (ptycho.startup)
+    startup.configure_cli_logging(args.quiet)
+    if args.backend == "tensorflow":
+        startup.import_tensorflow_quietly()
 
     if args.output_dir is None:
         raise ValueError("--output_dir is required")
@@ -139,7 +160,8 @@ def _run(args: argparse.Namespace) -> int:
 
     amp, phase, results = run_cdi_example_with_backend(
         train, test, config, M=stitch_crop(train.N), do_stitching=test is not None,
-        torch_execution_config=_execution_config(args.backend), quiet=args.quiet,
+        torch_execution_config=_execution_config(args), quiet=args.quiet,
+        resume=args.resume, checkpoint=True, logger=None if args.logger == "none" else args.logger,
     )
     bundle = _save_bundle(args.backend, results, config, out)
     history = {k: list(v) for k, v in results["history"].items() if k in HISTORY_SERIES and v is not None and len(v)}

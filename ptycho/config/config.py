@@ -599,7 +599,8 @@ class PyTorchExecutionConfig:
     must not import torch; the PyTorch backend resolves it at run time.
     """
 
-    accelerator: str = "auto"
+    #: ``'cpu'`` unless a GPU is asked for (``'auto'`` picks one when present).
+    accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
     deterministic: bool | str = True

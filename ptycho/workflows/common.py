@@ -130,13 +130,32 @@ def stitch(
 # --------------------------------------------------------------------------- outputs
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float], dpi: int = 100) -> Any:
+    """A matplotlib ``Figure`` on its own Agg canvas: no pyplot, no global backend switch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
+
+def mlflow_tracking_uri(output_dir: str | PathLike) -> str:
+    """MLflow tracking URI of a run: the SQLite store ``<output_dir>/mlflow.db``.
+
+    MLflow >= 3 refuses its old ``./mlruns`` file store, so both backends track into SQLite
+    (needs ``sqlalchemy`` and ``alembic``: ``pip install 'ptychopinn[mlflow]'``).  Raises ConfigError
+    naming the missing package.
+    """
+    import importlib.util
+
+    from ptycho.errors import ConfigError
+
+    for module in ("mlflow", "sqlalchemy", "alembic"):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError("logger", "mlflow", "an installed logger backend",
+                              fix=f"pip install 'ptychopinn[mlflow]' ({module} is missing), or use --logger csv / none")
+    return "sqlite:///" + str((Path(output_dir) / "mlflow.db").resolve())
 
 
 def _atomic_write(path: Path, write) -> Path:
@@ -148,8 +167,8 @@ def _atomic_write(path: Path, write) -> Path:
 
 def save_image(array: np.ndarray, path: str | PathLike, *, cmap: str = "gray", title: str | None = None) -> Path:
     """Write a 2-D array as a PNG with a colour bar."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
+    fig = _figure((5, 4.2))
+    ax = fig.subplots()
     im = ax.imshow(np.asarray(array), cmap=cmap)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
@@ -157,9 +176,7 @@ def save_image(array: np.ndarray, path: str | PathLike, *, cmap: str = "gray", t
     ax.set_xlabel("x (pixels)")
     ax.set_ylabel("y (pixels)")
     fig.tight_layout()
-    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return out
+    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def save_outputs(
@@ -220,8 +237,8 @@ def write_history_csv(history: Mapping[str, Sequence[float]], path: str | PathLi
 
 def plot_history_png(history: Mapping[str, Sequence[float]], path: str | PathLike, *, title: str = "loss") -> Path:
     """Plot every loss series in ``history`` against the epoch (log scale when all values are positive)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig = _figure((6, 4))
+    ax = fig.subplots()
     values = []
     for key, series in history.items():
         if series is None or len(series) == 0:
@@ -235,6 +252,4 @@ def plot_history_png(history: Mapping[str, Sequence[float]], path: str | PathLik
     ax.legend()
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    out = _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return out
+    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))

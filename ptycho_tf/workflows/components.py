@@ -19,6 +19,7 @@ initial weights and batch order all derive from it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from ptycho.workflows.common import (
 )
 from ptycho_tf.model import create_models, current_models, set_current_models
 from ptycho_tf.model_manager import ModelManager
-from ptycho_tf.training import seed_everything, train
+from ptycho_tf.training import CHECKPOINT_FILE, build_callbacks, seed_everything, train
 
 __all__ = [
     "create_ptycho_data_container",
@@ -79,7 +80,15 @@ def predict_objects(model: keras.Model, container: PtychoDataContainer, batch_si
 
 
 def train_cdi_model(
-    train_data: DataLike, test_data: DataLike | None, config: TrainingConfig, *, quiet: bool = False
+    train_data: DataLike,
+    test_data: DataLike | None,
+    config: TrainingConfig,
+    *,
+    quiet: bool = False,
+    resume: bool = False,
+    checkpoint: bool = False,
+    logger: str | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Train the TensorFlow PtychoPINN model.
 
@@ -89,6 +98,12 @@ def train_cdi_model(
     build the models (initial weights from the seed, the probe and the intensity scale);
     train (:func:`ptycho_tf.training.train`); record the models as the process's current
     models (for :func:`ptycho_tf.model_manager.save`).
+
+    ``checkpoint`` writes ``<output_dir>/checkpoints/last_tf.npz`` after every epoch; ``resume``
+    continues from it (weights, Adam state, schedule, epoch counter, history; ``config.nepochs``
+    is the total); ``logger`` is ``'csv'``, ``'tensorboard'``, ``'mlflow'`` or None
+    (:func:`ptycho_tf.training.build_callbacks`); ``callbacks`` are extra Keras callbacks.
+    All default off, so library callers (Ptychodus, the gate) get no extra files.
 
     Returns:
         ``history`` (per-epoch lists: ``train_loss``, ``val_loss``, ``loss``, loss terms, ``lr``),
@@ -111,8 +126,12 @@ def train_cdi_model(
         seed=seed,
     )
     x, pos = model_inputs(train_container, scale)
+    out = Path(config.output_dir)
+    all_callbacks = [*build_callbacks(out, logger=logger, checkpoint=checkpoint or resume, resume=resume),
+                     *callbacks]
     history = train(
-        models.autoencoder, x, pos, config=config, seed=seed, Y_I=train_container.Y_I, quiet=quiet
+        models.autoencoder, x, pos, config=config, seed=seed, Y_I=train_container.Y_I, quiet=quiet,
+        callbacks=all_callbacks, resume_from=out / CHECKPOINT_FILE if resume else None,
     )
     set_current_models(models)
     results: dict[str, Any] = {
@@ -178,15 +197,17 @@ def run_cdi_example(
     do_stitching: bool = False,
     *,
     quiet: bool = False,
+    **train_options: Any,
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """``update_legacy_dict(params.cfg, config)``, :func:`train_cdi_model`, optionally stitch the test data.
 
     Returns ``(recon_amp, recon_phase, results)``; the first two are None unless
     ``do_stitching`` and test data are given (then ``results`` also holds the keys of
-    :func:`reassemble_cdi_image`).
+    :func:`reassemble_cdi_image`).  ``train_options`` (``resume``, ``checkpoint``, ``logger``,
+    ``callbacks``) go to :func:`train_cdi_model`.
     """
     update_legacy_dict(params.cfg, config)
-    results = train_cdi_model(train_data, test_data, config, quiet=quiet)
+    results = train_cdi_model(train_data, test_data, config, quiet=quiet, **train_options)
     if not (do_stitching and test_data is not None):
         return None, None, results
     container = results["test_container"]
