@@ -7,6 +7,7 @@ and restored afterwards, so no test can leak configuration into another.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import types
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,23 @@ settings.register_profile(
 )
 settings.register_profile("explore", max_examples=2000, deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+#: Marker -> (import name, skip reason).  A test marked ``tf`` / ``torch`` outside tests/tf and tests/torch
+#: (whose conftests skip the whole directory) is skipped with the reason when its framework is absent,
+#: so `pip install .[torch,test]` alone and `.[tf,test]` alone both run the default suite green.
+FRAMEWORK_MARKERS = {
+    "tf": ("tensorflow", "TensorFlow is not installed (pip install '.[tf]')"),
+    "torch": ("torch", "PyTorch is not installed (pip install '.[torch]')"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = {m: reason for m, (module, reason) in FRAMEWORK_MARKERS.items() if importlib.util.find_spec(module) is None}
+    for item in items:
+        for marker, reason in missing.items():
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True)
