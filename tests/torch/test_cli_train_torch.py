@@ -24,7 +24,7 @@ def _args(*extra: str, data: str = "d.npz", out: str = "o"):
 class TestExecutionConfigCLI:
     def test_defaults(self):
         cfg = build_execution_config_from_args(train_cli.apply_deprecated_flags(_args()), "training")
-        assert cfg == PyTorchExecutionConfig(accelerator="auto", enable_progress_bar=True)
+        assert cfg == PyTorchExecutionConfig(accelerator="cpu", enable_progress_bar=True)  # CPU unless asked
 
     def test_every_flag_reaches_the_execution_config(self):
         args = train_cli.apply_deprecated_flags(_args(
