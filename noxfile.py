@@ -43,7 +43,7 @@ def _index_args() -> list[str]:
     return ["--extra-index-url", TORCH_CPU_INDEX] if TORCH_CPU_INDEX else []
 #: Oldest and newest framework versions of pyproject's ranges (``nox -s compat``).
 COMPAT = {
-    "oldest": ["torch==2.4.1", "lightning==2.4.0", "tensorflow-cpu==2.18.1", "keras==3.6.0", "numpy==2.0.2"],
+    "oldest": ["torch==2.4.1", "lightning==2.4.0", "tensorflow-cpu==2.18.1", "keras==3.7.0", "numpy==2.0.2"],
     "newest": ["-c", str(CONSTRAINTS)],
 }
 QUICK = [
