@@ -247,6 +247,14 @@ class MlflowMetrics(keras.callbacks.Callback):
             self._client.set_terminated(self.run_id)
 
 
+class _TensorBoard(keras.callbacks.TensorBoard):
+    """``keras.callbacks.TensorBoard`` for this loop: the model is not ``compile``d (the loop owns the
+    optimizer), so the learning rate comes from the epoch logs' ``lr`` instead of ``model.optimizer``."""
+
+    def _collect_learning_rate(self, logs: dict[str, float] | None) -> dict[str, float] | None:
+        return logs
+
+
 def build_callbacks(
     output_dir: str | PathLike,
     *,
@@ -275,7 +283,7 @@ def build_callbacks(
         if importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("logger", logger, "an installed logger backend",
                               fix="pip install tensorboard, or use --logger csv / none")
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs" / "tensorboard"), write_graph=False))
+        callbacks.append(_TensorBoard(log_dir=str(out / "logs" / "tensorboard"), write_graph=False))
     elif logger == "mlflow":
         from ptycho.workflows.common import mlflow_tracking_uri
 
