@@ -6,7 +6,7 @@ PINN (TensorFlow backend, ``ptycho_tf.workflows.components.train_cdi_model``) on
 (group, predict, stitch: ``reassemble_cdi_image``); reconstruct B directly with pty-chi's
 LSQML (known probe and positions, flat start; ``conformance/classical.py``).  Both results
 are scored against B's true object on the same region (the PINN's stitched canvas) with
-``conformance.metrics.score_pair``: amplitude / phase SSIM and PSNR, the 1/2-bit FRC
+``ptycho.evaluation.score_pair``: amplitude / phase SSIM and PSNR, the 1/2-bit FRC
 cutoff (cycles/pixel); Pearson correlations with ``ptycho.evaluation.pearson``.  Wall times:
 PINN training, PINN inference, classical reconstruction (each on the CPU, single-threaded
 when ``--threads 1``).
@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _scores(recon, truth, mask):
-    from conformance.metrics import score_pair
+    from ptycho.evaluation import score_pair
     from ptycho.evaluation import pearson
 
     s = score_pair(recon, truth, mask)

@@ -118,6 +118,33 @@ class LearningRateSchedule:
                 self._current = max(current * self.plateau_factor, self.plateau_min_lr)
                 self._bad_epochs = 0
 
+    def state_dict(self) -> dict[str, object]:
+        """The schedule's running state (plain JSON-able data) for a resumable checkpoint."""
+        return {
+            "history": [float(v) for v in self._history],
+            "current": None if self._current is None else float(self._current),
+            "best": None if self._best == math.inf else float(self._best),
+            "bad_epochs": int(self._bad_epochs),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned (the configured fields are not part of it).
+
+        Raises ValueError for a malformed state (a checkpoint is untrusted input).
+        """
+        try:
+            history = [float(v) for v in state["history"]]  # type: ignore[union-attr]
+            current = state["current"]
+            best = state["best"]
+            bad = state["bad_epochs"]
+            if not isinstance(bad, int) or isinstance(bad, bool) or bad < 0:
+                raise TypeError("bad_epochs")
+            current_f = None if current is None else float(current)  # type: ignore[arg-type]
+            best_f = math.inf if best is None else float(best)  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed learning-rate schedule state ({exc}): {state!r}") from None
+        self._history, self._current, self._best, self._bad_epochs = history, current_f, best_f, bad
+
     def lr_for_epoch(self, epoch: int) -> float:
         """Learning rate to use throughout ``epoch`` (0-based)."""
         if self.scheduler == "Default":

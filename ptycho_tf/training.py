@@ -23,29 +23,62 @@ gradients, so the sum is the gradient of the global mean), the learning rate is 
 global batch with fewer groups than replicas is dropped.  Validation runs undistributed on the whole
 validation split.
 
-Determinism on CPU: :func:`seed_everything` calls ``keras.utils.set_random_seed(seed)``
-and ``tf.config.experimental.enable_op_determinism()``; nothing in the loop draws random
-numbers from TensorFlow.
+Determinism on CPU: :func:`seed_everything` calls ``tf.random.set_seed(seed)`` and
+``tf.config.experimental.enable_op_determinism()`` (NumPy's global RNG is never touched); nothing
+in the loop draws random numbers from TensorFlow.
+
+Callbacks and resume: :func:`train` drives standard Keras callbacks (``CSVLogger``,
+``TensorBoard``, ``EarlyStopping``, ...) through ``keras.callbacks.CallbackList``;
+:class:`TrainingCheckpoint` writes ``checkpoints/last_tf.npz`` after every epoch (weights, Adam
+state, schedule state, epoch, history) and ``train(resume_from=...)`` continues from it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ptycho.atomic import atomic_path
 from ptycho.distributed import check_world_size, kept_batches, shard_slices
+from ptycho.errors import ConfigError
 from ptycho.loss_weights import LossWeights
 from ptycho.training_plan import LearningRateSchedule, batches, epoch_order, split_train_val
 from ptycho_tf.losses import LOSS_KEYS, compute_losses, realspace_target
 from ptycho_tf.optim import make_optimizer
 
-__all__ = ["Trainer", "make_strategy", "replicas", "seed_everything", "train"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "LoopState",
+    "Trainer",
+    "MlflowMetrics",
+    "TrainingCheckpoint",
+    "build_callbacks",
+    "load_checkpoint",
+    "make_strategy",
+    "replicas",
+    "save_checkpoint",
+    "seed_everything",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The resumable checkpoint the TF loop writes after every epoch, relative to the output directory
+#: (the PyTorch backend's counterpart is Lightning's ``checkpoints/last.ckpt``).
+CHECKPOINT_FILE = Path("checkpoints") / "last_tf.npz"
+_CHECKPOINT_FORMAT = "ptychopinn-tf-checkpoint-1"
 
 
 def make_strategy(devices: int = 1, num_nodes: int = 1) -> tf.distribute.Strategy | None:
@@ -92,8 +125,13 @@ def replicas(strategy: tf.distribute.Strategy | None) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow (``keras.utils.set_random_seed``) and enable op determinism."""
-    keras.utils.set_random_seed(int(seed))
+    """Seed TensorFlow's global generator and enable op determinism; NumPy's global RNG is left alone.
+
+    ``keras.utils.set_random_seed`` would also reseed ``random`` and ``np.random`` process-wide (a
+    library must not); nothing here draws from those: the initial weights come from seeded
+    initializers (``ptycho_tf.model``), the batch order from ``ptycho.training_plan.epoch_order``.
+    """
+    tf.random.set_seed(int(seed))
     tf.config.experimental.enable_op_determinism()
 
 
@@ -188,6 +226,174 @@ class Trainer:
         self.optimizer.learning_rate.assign(float(lr))
 
 
+@dataclass
+class LoopState:
+    """What the epoch loop carries between epochs and what a checkpoint stores.
+
+    ``epoch`` is the number of completed epochs; ``history`` the per-epoch lists returned by
+    :func:`train`; ``schedule`` the learning-rate schedule with its running state.
+    """
+
+    schedule: LearningRateSchedule
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: int = 0
+
+
+def save_checkpoint(path: str | PathLike, autoencoder: keras.Model, optimizer: keras.optimizers.Optimizer,
+                    state: LoopState) -> Path:
+    """Write a resumable checkpoint atomically: model weights, Adam state, schedule, epoch, history.
+
+    An ``.npz`` of plain arrays (``weights/NNN``, ``optimizer/NNN``) and one JSON string (``state``);
+    no pickles, so :func:`load_checkpoint` reads it with ``allow_pickle=False``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": _CHECKPOINT_FORMAT, "epoch": state.epoch, "history": state.history,
+            "schedule": state.schedule.state_dict()}
+    arrays = {f"weights/{i:03d}": np.asarray(w) for i, w in enumerate(autoencoder.get_weights())}
+    arrays.update({f"optimizer/{i:03d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)})
+    arrays["state"] = np.array(json.dumps(meta))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def load_checkpoint(path: str | PathLike, autoencoder: keras.Model, optimizer: keras.optimizers.Optimizer,
+                    schedule: LearningRateSchedule) -> LoopState:
+    """Restore what :func:`save_checkpoint` wrote into a freshly built model and built optimizer.
+
+    Raises ValueError when the checkpoint does not match the model (another architecture or
+    config) or is malformed; FileNotFoundError when it is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from. Fix: train without --resume first, "
+                                "or point --output_dir at the run to continue")
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    try:
+        meta = json.loads(str(arrays.pop("state")))
+        if meta.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
+        epoch = int(meta["epoch"])
+        history = {str(k): [float(x) for x in v] for k, v in dict(meta["history"]).items()}
+        schedule.load_state_dict(meta["schedule"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: malformed checkpoint ({exc})") from None
+    weights = [arrays[k] for k in sorted(k for k in arrays if k.startswith("weights/"))]
+    opt = [arrays[k] for k in sorted(k for k in arrays if k.startswith("optimizer/"))]
+    expected_w = [tuple(w.shape) for w in autoencoder.get_weights()]
+    expected_o = [tuple(v.shape) for v in optimizer.variables]
+    if [tuple(w.shape) for w in weights] != expected_w or [tuple(v.shape) for v in opt] != expected_o:
+        raise ValueError(f"{path}: the checkpoint's weights do not match this model (another N, gridsize or "
+                         "n_filters_scale?). Fix: resume with the configuration of the run that wrote it")
+    autoencoder.set_weights(weights)
+    for var, value in zip(optimizer.variables, opt, strict=True):
+        var.assign(value)
+    return LoopState(schedule=schedule, history=history, epoch=epoch)
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Keras callback (the ``ModelCheckpoint`` of this loop): after every epoch, :func:`save_checkpoint`.
+
+    Unlike ``keras.callbacks.ModelCheckpoint`` it also stores what a resume needs and a Keras
+    model file lacks here: the learning-rate schedule state and the history.  :func:`train`
+    binds it to its optimizer and loop state before the first epoch.
+    """
+
+    def __init__(self, path: str | PathLike) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._optimizer: keras.optimizers.Optimizer | None = None
+        self._state: LoopState | None = None
+
+    def bind(self, optimizer: keras.optimizers.Optimizer, state: LoopState) -> None:
+        """Attach the loop's optimizer and state (done by :func:`train`)."""
+        self._optimizer, self._state = optimizer, state
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self._optimizer is None or self._state is None:
+            raise RuntimeError("TrainingCheckpoint is used outside ptycho_tf.training.train (not bound)")
+        save_checkpoint(self.path, self.model, self._optimizer, self._state)
+
+
+class MlflowMetrics(keras.callbacks.Callback):
+    """Keras callback: every epoch's logs as MLflow metrics of one run in ``tracking_uri``.
+
+    Uses an ``mlflow.MlflowClient`` (no process-global MLflow state is changed).
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str = "ptychopinn") -> None:
+        super().__init__()
+        import mlflow
+
+        self._client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        found = self._client.get_experiment_by_name(experiment)
+        self._experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
+        self.run_id: str | None = None
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self.run_id = self._client.create_run(self._experiment_id, tags={"backend": "tensorflow"}).info.run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self._client.log_metric(self.run_id, key, float(value), step=int(epoch))
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self.run_id is not None:
+            self._client.set_terminated(self.run_id)
+
+
+class _TensorBoard(keras.callbacks.TensorBoard):
+    """``keras.callbacks.TensorBoard`` for this loop: the model is not ``compile``d (the loop owns the
+    optimizer), so the learning rate comes from the epoch logs' ``lr`` instead of ``model.optimizer``."""
+
+    def _collect_learning_rate(self, logs: dict[str, float] | None) -> dict[str, float] | None:
+        return logs
+
+
+def build_callbacks(
+    output_dir: str | PathLike,
+    *,
+    logger: str | None = "csv",
+    checkpoint: bool = True,
+    resume: bool = False,
+    early_stop_patience: int | None = None,
+) -> list[keras.callbacks.Callback]:
+    """The standard callbacks of a TF training run writing into ``output_dir``.
+
+    ``logger``: ``'csv'`` (``keras.callbacks.CSVLogger`` -> ``logs/metrics.csv``, appended to when
+    resuming), ``'tensorboard'`` (``keras.callbacks.TensorBoard`` -> ``logs/tensorboard/``),
+    ``'mlflow'`` (:class:`MlflowMetrics` -> ``mlflow.db``) or None.  ``checkpoint``:
+    :class:`TrainingCheckpoint` -> :data:`CHECKPOINT_FILE`.  ``early_stop_patience``:
+    ``keras.callbacks.EarlyStopping`` on ``val_loss``.  The PyTorch twin is
+    ``ptycho_torch.workflows.trainer`` (Lightning's loggers and callbacks).
+    """
+    out = Path(output_dir)
+    callbacks: list[keras.callbacks.Callback] = []
+    if logger == "csv":
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.CSVLogger(str(out / "logs" / "metrics.csv"), append=resume))
+    elif logger == "tensorboard":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("logger", logger, "an installed logger backend",
+                              fix="pip install tensorboard, or use --logger csv / none")
+        callbacks.append(_TensorBoard(log_dir=str(out / "logs" / "tensorboard"), write_graph=False))
+    elif logger == "mlflow":
+        from ptycho.workflows.common import mlflow_tracking_uri
+
+        callbacks.append(MlflowMetrics(mlflow_tracking_uri(out)))
+    elif logger is not None:
+        raise ConfigError("logger", logger, "one of 'csv', 'tensorboard', 'mlflow', None")
+    if checkpoint:
+        callbacks.append(TrainingCheckpoint(out / CHECKPOINT_FILE))
+    if early_stop_patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(early_stop_patience)))
+    return callbacks
+
+
 class _Zeros:
     """A stand-in target of zeros: ``_Zeros(shape)[indices]`` is float32 ``[len(indices), *shape]``."""
 
@@ -221,6 +427,8 @@ def train(
     quiet: bool = False,
     bad_pixels: np.ndarray | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    resume_from: str | PathLike | None = None,
 ) -> dict[str, list[float]]:
     """Train ``autoencoder`` in place on ``(x_scaled, positions)``; return the per-epoch history.
 
@@ -233,16 +441,29 @@ def train(
         config: a ``TrainingConfig`` (``batch_size``, ``nepochs``, loss weights, scheduler fields).
         seed: the workflow seed (batch order).
         Y_I: float32 ``[n, N, N, C]`` ground-truth amplitude (only for the real-space loss).
-        quiet: no progress output.
         bad_pixels: bool ``[N, N]`` detector mask (True = not measured) left out of the losses.
         strategy: a :func:`make_strategy` strategy (the model must have been built in its
             ``scope()``); None trains in one replica.
+        quiet: no progress output (otherwise: one log line per epoch, and a Keras progress bar when
+            stdout is a terminal).
+        callbacks: Keras callbacks, driven through ``keras.callbacks.CallbackList`` with the
+            standard hooks (``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin/end``
+            with ``{'loss'}``, ``on_epoch_end`` with ``{'loss', 'val_loss', <terms>, 'lr'}``,
+            ``on_train_end``); ``EarlyStopping`` etc. stop the loop through ``model.stop_training``.
+            A :class:`TrainingCheckpoint` among them is bound to this loop's optimizer and state.
+        resume_from: a checkpoint written by :class:`TrainingCheckpoint`: weights, Adam state,
+            schedule state, epoch counter and history are restored and training continues at the
+            next epoch up to ``config.nepochs`` (the total).
 
     Returns:
         ``history`` with lists over epochs: ``train_loss`` and ``loss`` (total training loss),
         ``val_loss`` (empty when there is no validation set), ``<term>`` and ``val_<term>``
         for ``poisson_nll``/``mae``/``realspace``, ``lr`` and ``epoch_time_s``.
     """
+    if getattr(config, "gradient_clip_val", None) is not None:
+        raise ConfigError("gradient_clip_val", config.gradient_clip_val, "None with the TensorFlow backend",
+                          fix="gradient clipping is implemented by the PyTorch backend only; unset it or "
+                              "use backend='pytorch'")
     weights = LossWeights.from_config(config)
     n = len(x_scaled)
     N = int(x_scaled.shape[1])
@@ -262,19 +483,38 @@ def train(
             trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)), bad_pixels, strategy)
     else:
         trainer = Trainer(autoencoder, weights, make_optimizer(schedule.lr_for_epoch(0)), bad_pixels)
-    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "loss": [], "lr": [], "epoch_time_s": []}
-    for k in LOSS_KEYS[:-1]:
-        history[k] = []
-        history[f"val_{k}"] = []
-    for epoch in range(int(config.nepochs)):
+    nepochs = int(config.nepochs)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, autoencoder, trainer.optimizer, schedule)
+        logger.info("resumed from %s after epoch %d", resume_from, state.epoch)
+    else:
+        history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "loss": [], "lr": [], "epoch_time_s": []}
+        for k in LOSS_KEYS[:-1]:
+            history[k] = []
+            history[f"val_{k}"] = []
+        state = LoopState(schedule=schedule, history=history)
+    history = state.history
+    for cb in callbacks:
+        if isinstance(cb, TrainingCheckpoint):
+            cb.bind(trainer.optimizer, state)
+    steps = len(kept_batches(batches(np.arange(len(train_idx)), batch_size), world))
+    cbs = keras.callbacks.CallbackList(list(callbacks), add_history=False, add_progbar=False, model=autoencoder,
+                                       epochs=nepochs, steps=steps, verbose=0)
+    autoencoder.stop_training = False
+    show_bar = not quiet and sys.stdout.isatty()
+    cbs.on_train_begin()
+    logs: dict[str, float] = {}
+    for epoch in range(state.epoch, nepochs):
         t0 = time.perf_counter()
         lr = schedule.lr_for_epoch(epoch)
         trainer.set_learning_rate(lr)
+        cbs.on_epoch_begin(epoch)
         plan = kept_batches(batches(epoch_order(len(train_idx), seed=seed, epoch=epoch), batch_size), world)
-        n_seen = sum(len(b) for b in plan)
-        bar = None if quiet else keras.utils.Progbar(len(plan), stateful_metrics=["loss"], unit_name="batch")
+        bar = keras.utils.Progbar(len(plan), stateful_metrics=["loss"], unit_name="batch") if show_bar else None
         sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        seen = 0
         for i, idx in enumerate(plan):
+            cbs.on_train_batch_begin(i)
             rows = train_idx[idx]  # each batch is gathered here: x_scaled may stream from disk
             if world > 1:
                 out = trainer.distributed_step(x_scaled[rows], positions[rows], target[rows])
@@ -282,20 +522,24 @@ def train(
                 out = trainer.step(x_scaled[rows], positions[rows], target[rows])
             for k in LOSS_KEYS:
                 sums[k] += float(out[k]) * len(idx)
+            seen += len(idx)
+            cbs.on_train_batch_end(i, {"loss": sums["total"] / seen})
             if bar is not None:
-                bar.update(i + 1, values=[("loss", sums["total"] / sum(len(b) for b in plan[: i + 1]))])
-        epoch_losses = {k: v / n_seen for k, v in sums.items()}
+                bar.update(i + 1, values=[("loss", sums["total"] / seen)])
+        epoch_losses = {k: v / seen for k, v in sums.items()}
         history["train_loss"].append(epoch_losses["total"])
         history["loss"].append(epoch_losses["total"])
         for k in LOSS_KEYS[:-1]:
             history[k].append(epoch_losses[k])
         monitored = epoch_losses["total"]
+        logs = {"loss": epoch_losses["total"], **{k: epoch_losses[k] for k in LOSS_KEYS[:-1]}}
         if len(val_idx):
             val = _mean_losses(trainer, x_scaled, positions, target, val_idx, batch_size)
             history["val_loss"].append(val["total"])
             for k in LOSS_KEYS[:-1]:
                 history[f"val_{k}"].append(val[k])
             monitored = val["total"]
+            logs.update({"val_loss": val["total"], **{f"val_{k}": val[k] for k in LOSS_KEYS[:-1]}})
         if not math.isfinite(epoch_losses["total"]):
             raise FloatingPointError(
                 f"training diverged in epoch {epoch + 1}: loss is {epoch_losses['total']}. Fix: check the "
@@ -304,13 +548,16 @@ def train(
         schedule.record(monitored)
         history["lr"].append(float(lr))
         history["epoch_time_s"].append(time.perf_counter() - t0)
+        state.epoch = epoch + 1
+        logs["lr"] = float(lr)
+        cbs.on_epoch_end(epoch, logs)
         if not quiet:
             val_text = f", val_loss {history['val_loss'][-1]:.6g}" if len(val_idx) else ""
-            print(
-                f"epoch {epoch + 1}/{config.nepochs}: loss {epoch_losses['total']:.6g}{val_text}, lr {lr:.3g}, "
-                f"{history['epoch_time_s'][-1]:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            logger.info("epoch %d/%d: loss %.6g%s, lr %.3g, %.1f s", epoch + 1, nepochs, epoch_losses["total"],
+                        val_text, lr, history["epoch_time_s"][-1])
+        if autoencoder.stop_training:
+            logger.info("stopped after epoch %d by a callback (e.g. EarlyStopping)", epoch + 1)
+            break
+    cbs.on_train_end(logs)
     return history
 

@@ -6,14 +6,13 @@ Entry points: :mod:`ptycho_torch.workflows.components` (``run_cdi_example_torch`
 ``python -m ptycho_torch.train`` / ``python -m ptycho_torch.inference``.  ``specs/pytorch-backend.md``
 describes the whole package.
 
-Importing this package sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment already sets it
-(it must happen before torch loads its OpenMP runtime): with the default busy-waiting OpenMP
-threads, a training step on a CPU shared with other processes ran up to 5x slower here
-(``benchmarks/bench_step_time.py``), while passive waiting costs nothing measurable on an idle CPU.
+Importing this package applies :func:`ptycho.startup.prepare_frameworks` (``OMP_WAIT_POLICY=PASSIVE``
+unless the environment already sets it; it must happen before torch loads its OpenMP runtime, see
+:mod:`ptycho.startup` for the measurements).
 """
 
 from __future__ import annotations
 
-import os
+from ptycho.startup import prepare_frameworks
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prepare_frameworks()

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-loss-mode", dest="torch_loss_mode", choices=["poisson", "mae"], default="poisson")
     p.add_argument("--learning-rate", dest="learning_rate", type=float, default=1e-3)
     p.add_argument("--scheduler", choices=list(SCHEDULERS), default="Default")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --output_dir from checkpoints/last.ckpt (weights, optimizer, schedule, "
+                        "epoch, history); --max_epochs is the total")
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
                    help="deterministic algorithms (reproducible on CPU)")
     p.add_argument("--logger", choices=["csv", "tensorboard", "mlflow", "none"], default="csv")
@@ -154,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _amp, _phase, results = run_cdi_example_torch(
         train, test, payload.tf_training_config, execution_config=payload.execution_config,
         runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,
+        resume=args.resume,
     )
     if results.get("global_rank", 0) != 0:
         return 0  # a 'ddp' worker: rank 0 writes the bundle, history and images

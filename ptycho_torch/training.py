@@ -56,7 +56,10 @@ from ptycho_torch.losses import LossWeights, compute_losses, realspace_target
 from ptycho_torch.model import DiffractionToObj, PtychoPINN
 from ptycho_torch.optim import KerasAdam
 
-__all__ = ["PtychoPINN_Lightning", "plain_config"]
+__all__ = ["LOOP_STATE_KEY", "PtychoPINN_Lightning", "plain_config"]
+
+#: Key of the Lightning checkpoint entry holding the history and the learning-rate schedule state.
+LOOP_STATE_KEY = "ptychopinn_loop_state"
 
 
 # --------------------------------------------------------------------------- config helpers
@@ -272,14 +275,25 @@ class PtychoPINN_Lightning(L.LightningModule):
         self.log("train_loss", train, on_step=False, on_epoch=True)
         self.log("learning_rate", self.history["learning_rate"][-1], on_step=False, on_epoch=True)
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The per-epoch history (plain lists) in ``state_dict``: ``ddp_spawn`` sends it to the main process."""
-        return {"history": {k: list(v) for k, v in self.history.items()}}
+    # ------------------------------------------------------------------ resumable checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the loop state Lightning does not know about: the history and the schedule's running state."""
+        checkpoint[LOOP_STATE_KEY] = {"lr_schedule": self.lr_schedule.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints written before the history was extra state load too (with an empty history)."""
+        """Restore what :meth:`on_save_checkpoint` added (``Trainer.fit(ckpt_path=...)`` resumes); the
+        history comes back with the state dict (:meth:`set_extra_state`). Checkpoints written before
+        the history was extra state load too (with an empty history)."""
         if isinstance(checkpoint.get("state_dict"), dict):
             checkpoint["state_dict"].setdefault("_extra_state", {"history": {}})
+        state = checkpoint.get(LOOP_STATE_KEY)
+        if state is not None:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The per-epoch history (plain lists) in ``state_dict``: ``ddp_spawn`` sends it to the main process,
+        and a resumed run continues it."""
+        return {"history": {k: list(v) for k, v in self.history.items()}}
 
     def set_extra_state(self, state: Any) -> None:
         """Restore :meth:`get_extra_state`'s history."""

@@ -89,6 +89,7 @@ def test_the_core_imports_a_backend_only_to_dispatch_to_it():
         assert not {m for m in imported if m.split(".")[0] in ("ptycho_tf", "ptycho_torch")}, module
 
 
+@pytest.mark.tf  # the compatibility names import TensorFlow
 def test_each_compatibility_name_is_the_backend_module_itself():
     code = "; ".join(
         f"import {alias}, {target}; assert sys.modules[{alias!r}] is sys.modules[{target!r}], {alias!r}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance.metrics import score_pair
+from ptycho.evaluation import score_pair
 from ptycho.evaluation import pearson
 from ptycho.reference import physics
 from ptycho.simulate import simulate_dataset

@@ -65,3 +65,33 @@ def test_from_config_reads_training_config_fields():
         nepochs = 3
     s = LearningRateSchedule.from_config(Cfg(), lr=2e-3)
     assert s.scheduler == "Exponential" and s.lr == 2e-3 and s.nepochs == 3
+
+
+def test_schedule_state_round_trips():
+    """A resumed ReduceLROnPlateau schedule continues exactly as the uninterrupted one (resume contract)."""
+    losses = [1.0, 0.9, 0.95, 0.97, 0.99, 0.5, 0.6, 0.7]
+    kw = {"scheduler": "ReduceLROnPlateau", "plateau_patience": 1, "plateau_factor": 0.5, "plateau_min_lr": 1e-6}
+    full = LearningRateSchedule(**kw)
+    full_lrs = []
+    for epoch, loss in enumerate(losses):
+        full_lrs.append(full.lr_for_epoch(epoch))
+        full.record(loss)
+    first = LearningRateSchedule(**kw)
+    lrs = []
+    for epoch, loss in enumerate(losses[:4]):
+        lrs.append(first.lr_for_epoch(epoch))
+        first.record(loss)
+    resumed = LearningRateSchedule(**kw)
+    resumed.load_state_dict(first.state_dict())
+    for epoch, loss in enumerate(losses[4:], start=4):
+        lrs.append(resumed.lr_for_epoch(epoch))
+        resumed.record(loss)
+    assert lrs == full_lrs and len(set(full_lrs)) > 2  # the rate was cut more than once
+    assert resumed.state_dict() == full.state_dict()
+
+
+@pytest.mark.parametrize("bad", [{}, {"history": [], "current": None, "best": None, "bad_epochs": -1},
+                                 {"history": ["x"], "current": None, "best": None, "bad_epochs": 0}])
+def test_malformed_schedule_state_is_refused(bad):
+    with pytest.raises(ValueError, match="malformed learning-rate schedule state"):
+        LearningRateSchedule().load_state_dict(bad)

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path,
                         help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
     parser.add_argument("--batch_size", type=int, default=None, help="prediction batch size (default 32)")
+    # The bundle's manifest names the backend that wrote it; --backend only has to be given to insist.
+    parser.set_defaults(backend=None)
     return parser
 
 
@@ -55,6 +57,15 @@ def _run(args: argparse.Namespace) -> int:
     if not model_file.is_file():
         raise FileNotFoundError(f"--model_path {args.model_path}: no {bundle.BUNDLE_FILENAME} there")
     n_groups = resolve_n_groups(args)
+    if args.backend is None:
+        args.backend = bundle.read_bundle(model_file).backend
+
+    from ptycho import startup
+
+    startup.prepare_frameworks()  # before either framework is imported (ptycho.startup)
+    startup.configure_cli_logging(args.quiet)
+    if args.backend == "tensorflow":
+        startup.import_tensorflow_quietly()
 
     from ptycho import params
     from ptycho.config.config import InferenceConfig, ModelConfig

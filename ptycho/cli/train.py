@@ -56,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nepochs", type=int, default=50, help="epochs (default 50)")
     train.add_argument("--nphotons", type=float, default=1e9, help="photons per pattern (default 1e9)")
     train.add_argument("--n_filters_scale", type=int, default=2, help="CNN width multiplier (default 2)")
+    train.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --output_dir from its last checkpoint (weights, optimizer, schedule, epoch, "
+             "history); --nepochs is the total",
+    )
+    train.add_argument(
+        "--logger", choices=("csv", "tensorboard", "mlflow", "none"), default="csv",
+        help="per-epoch metrics: logs/metrics.csv (TF) or lightning_logs/ (PyTorch), TensorBoard, or MLflow "
+             "(<output_dir>/mlflow.db) (default: %(default)s)",
+    )
+    train.add_argument(
+        "--accelerator", choices=("cpu", "gpu", "cuda", "mps", "auto"), default="cpu",
+        help="PyTorch device (default: %(default)s; 'auto' picks a GPU when present). TensorFlow places ops "
+             "itself (CUDA_VISIBLE_DEVICES= hides a GPU)",
+    )
     dist = parser.add_argument_group("data parallel (rule: ptycho.distributed; --batch_size is the global batch)")
     dist.add_argument("--devices", type=int, default=1,
                       help="devices per node (default 1); > 1 trains data-parallel: PyTorch with --strategy, "
@@ -106,21 +121,27 @@ def _save_bundle(backend: str, results: dict[str, Any], config: Any, out: Path) 
     return save_torch_bundle(results["models"], out, config)
 
 
-def _execution_config(backend: str, args: argparse.Namespace | None = None) -> Any:
-    if backend != "pytorch":
+def _execution_config(args: argparse.Namespace) -> Any:
+    """The PyTorch execution config (CPU unless ``--accelerator`` asks otherwise); None for TensorFlow."""
+    if args.backend != "pytorch":
         return None
-    import torch
-
     from ptycho.config.config import PyTorchExecutionConfig
 
-    devices, nodes = (args.devices, args.num_nodes) if args is not None else (1, 1)
-    strategy = getattr(args, "strategy", None) or ("ddp" if devices * nodes > 1 else "auto")
-    return PyTorchExecutionConfig(accelerator="cuda" if torch.cuda.is_available() else "cpu", devices=devices,
-                                  num_nodes=nodes, strategy=strategy)
+    devices, nodes = args.devices, args.num_nodes
+    strategy = args.strategy or ("ddp" if devices * nodes > 1 else "auto")
+    progress = not args.quiet and sys.stderr.isatty()  # Lightning's bar only on a terminal
+    return PyTorchExecutionConfig(accelerator=args.accelerator, devices=devices, num_nodes=nodes, strategy=strategy,
+                                  enable_progress_bar=progress)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ptycho import startup
     from ptycho.config.config import ModelConfig, TrainingConfig
+
+    startup.prepare_frameworks()  # before either framework is imported (ptycho.startup)
+    startup.configure_cli_logging(args.quiet)
+    if args.backend == "tensorflow":
+        startup.import_tensorflow_quietly()
 
     if args.output_dir is None:
         raise ValueError("--output_dir is required")
@@ -150,8 +171,9 @@ def _run(args: argparse.Namespace) -> int:
 
     amp, phase, results = run_cdi_example_with_backend(
         train, test, config, M=stitch_crop(train.N), do_stitching=test is not None,
-        torch_execution_config=_execution_config(args.backend, args), quiet=args.quiet,
+        torch_execution_config=_execution_config(args), quiet=args.quiet,
         devices=args.devices, num_nodes=args.num_nodes,
+        resume=args.resume, checkpoint=True, logger=None if args.logger == "none" else args.logger,
     )
     if results.get("global_rank", 0) != 0:
         return 0  # a PyTorch 'ddp' worker process: rank 0 writes every output

@@ -277,6 +277,23 @@ _SAMPLING_RULES: dict[str, Rule] = {
     "backend": _choice_rule(_BACKENDS),
 }
 
+def _default_only(base: Rule, default: Any, why: str) -> Rule:
+    """``base``, then only ``default``: the field exists (upstream configs construct) but no backend implements
+    another value, so anything else is a ConfigError naming the field instead of a silently ignored setting."""
+
+    def rule(name: str, value: Any) -> Any:
+        value = base(name, value)
+        if value != default:
+            raise ConfigError(name, value, f"{default!r} ({why})", fix=f"remove {name} or set it to {default!r}")
+        return value
+
+    return rule
+
+
+_ADAM_ONLY = "both backends train with Keras-formula Adam only"
+_NO_RECON_LOG = "reconstruction logging is not implemented"
+_CNN_ONLY = "only the 'cnn' generator is implemented"
+
 _TRAINING_RULES: dict[str, Rule] = {
     **_SAMPLING_RULES,
     "train_data_file": _OPT_PATH,
@@ -296,11 +313,11 @@ _TRAINING_RULES: dict[str, Rule] = {
     "torch_mae_pred_l2_match_target": _bool_rule,
     "gradient_clip_val": _float_rule(0.0, optional=True),
     "gradient_clip_algorithm": _choice_rule(_CLIP_ALGORITHMS),
-    "optimizer": _choice_rule(_OPTIMIZERS),
-    "momentum": _UNIT,
-    "weight_decay": _NONNEG_FLOAT,
-    "adam_beta1": _float_rule(0.0, 1.0, high_open=True),
-    "adam_beta2": _float_rule(0.0, 1.0, high_open=True),
+    "optimizer": _default_only(_choice_rule(_OPTIMIZERS), "adam", _ADAM_ONLY),
+    "momentum": _default_only(_UNIT, 0.9, "SGD momentum; " + _ADAM_ONLY),
+    "weight_decay": _default_only(_NONNEG_FLOAT, 0.0, "weight decay is not implemented; " + _ADAM_ONLY),
+    "adam_beta1": _default_only(_float_rule(0.0, 1.0, high_open=True), 0.9, "Keras' default, fixed in both backends"),
+    "adam_beta2": _default_only(_float_rule(0.0, 1.0, high_open=True), 0.999, "Keras' default, fixed in both backends"),
     "scheduler": _choice_rule(_SCHEDULERS),
     "lr_warmup_epochs": _NONNEG_INT,
     "lr_min_ratio": _UNIT,
@@ -377,25 +394,25 @@ _EXECUTION_RULES: dict[str, Rule] = {
     "checkpoint_mode": _choice_rule(_CHECKPOINT_MODES),
     "early_stop_patience": _POS_INT,
     "logger_backend": _choice_rule(_LOGGER_BACKENDS),
-    "recon_log_every_n_epochs": _OPT_POS_INT,
-    "recon_log_num_patches": _POS_INT,
-    "recon_log_fixed_indices": _indices_rule,
-    "recon_log_stitch": _bool_rule,
-    "recon_log_max_stitch_samples": _OPT_POS_INT,
-    "ffno_encoder_blocks": _POS_INT,
-    "ffno_encoder_modes": _POS_INT,
-    "ffno_encoder_share_weights": _bool_rule,
-    "ffno_encoder_gate_init": _POS_FLOAT,
-    "ffno_encoder_norm": _str_rule,
-    "ffno_encoder_mlp_ratio": _POS_FLOAT,
-    "spectral_bottleneck_blocks": _POS_INT,
-    "spectral_bottleneck_modes": _POS_INT,
-    "spectral_bottleneck_share_weights": _bool_rule,
-    "spectral_bottleneck_gate_init": _float_rule(),
-    "spectral_bottleneck_gate_mode": _choice_rule(_GATE_MODES),
+    "recon_log_every_n_epochs": _default_only(_OPT_POS_INT, None, _NO_RECON_LOG),
+    "recon_log_num_patches": _default_only(_POS_INT, 4, _NO_RECON_LOG),
+    "recon_log_fixed_indices": _default_only(_indices_rule, None, _NO_RECON_LOG),
+    "recon_log_stitch": _default_only(_bool_rule, False, _NO_RECON_LOG),
+    "recon_log_max_stitch_samples": _default_only(_OPT_POS_INT, None, _NO_RECON_LOG),
+    "ffno_encoder_blocks": _default_only(_POS_INT, 24, _CNN_ONLY),
+    "ffno_encoder_modes": _default_only(_POS_INT, 12, _CNN_ONLY),
+    "ffno_encoder_share_weights": _default_only(_bool_rule, True, _CNN_ONLY),
+    "ffno_encoder_gate_init": _default_only(_POS_FLOAT, 0.1, _CNN_ONLY),
+    "ffno_encoder_norm": _default_only(_str_rule, "instance", _CNN_ONLY),
+    "ffno_encoder_mlp_ratio": _default_only(_POS_FLOAT, 2.0, _CNN_ONLY),
+    "spectral_bottleneck_blocks": _default_only(_POS_INT, 6, _CNN_ONLY),
+    "spectral_bottleneck_modes": _default_only(_POS_INT, 12, _CNN_ONLY),
+    "spectral_bottleneck_share_weights": _default_only(_bool_rule, True, _CNN_ONLY),
+    "spectral_bottleneck_gate_init": _default_only(_float_rule(), 0.1, _CNN_ONLY),
+    "spectral_bottleneck_gate_mode": _default_only(_choice_rule(_GATE_MODES), "shared", _CNN_ONLY),
     "inference_batch_size": _OPT_POS_INT,
-    "middle_trim": _NONNEG_INT,
-    "pad_eval": _bool_rule,
+    "middle_trim": _default_only(_NONNEG_INT, 0, "inference trimming is not implemented"),
+    "pad_eval": _default_only(_bool_rule, False, "padded evaluation is not implemented"),
 }
 
 
@@ -583,7 +600,8 @@ class PyTorchExecutionConfig:
     must not import torch; the PyTorch backend resolves it at run time.
     """
 
-    accelerator: str = "auto"
+    #: ``'cpu'`` unless a GPU is asked for (``'auto'`` picks one when present).
+    accelerator: str = "cpu"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"

@@ -78,29 +78,45 @@ def run_cdi_example_with_backend(
     quiet: bool = False,
     devices: int = 1,
     num_nodes: int = 1,
+    resume: bool = False,
+    checkpoint: bool | None = None,
+    logger: str | None | bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """``update_legacy_dict(params.cfg, config)``, then the backend's ``run_cdi_example``.
 
     TensorFlow: ``ptycho_tf.workflows.components.run_cdi_example``; PyTorch:
     ``ptycho_torch.workflows.components.run_cdi_example_torch`` with
-    ``torch_execution_config`` (default ``PyTorchExecutionConfig()``).  ``devices`` / ``num_nodes``
-    train TensorFlow data-parallel (``MirroredStrategy``; PyTorch takes them, and the strategy, from
-    its execution config).  Returns
+    ``torch_execution_config`` (default ``PyTorchExecutionConfig()``).  One vocabulary for both:
+    ``resume`` continues from the run's last checkpoint in ``config.output_dir``; ``checkpoint``
+    (None = the backend's default) writes one every epoch; ``logger`` is ``'csv'``,
+    ``'tensorboard'``, ``'mlflow'`` or None (False = the backend's default: none for TensorFlow,
+    the execution config's ``logger_backend`` for PyTorch).  ``devices`` / ``num_nodes`` train
+    TensorFlow data-parallel (``MirroredStrategy``; PyTorch takes them, and the strategy, from its
+    execution config).  Returns
     ``(recon_amp, recon_phase, results)`` with ``results['backend']`` set.
     """
+    import dataclasses
+
     update_legacy_dict(params.cfg, config)
     backend = _check_backend(config.backend)
     module = backend_module(backend)
     if backend == "tensorflow":
+        options: dict[str, Any] = {"resume": resume, "checkpoint": bool(checkpoint)}
+        if logger is not False:
+            options["logger"] = logger
         amp, phase, results = module.run_cdi_example(
             train_data, test_data, config, flip_x, flip_y, transpose, M, do_stitching, quiet=quiet,
-            devices=devices, num_nodes=num_nodes,
+            devices=devices, num_nodes=num_nodes, **options
         )
     else:
         execution = torch_execution_config if torch_execution_config is not None else PyTorchExecutionConfig()
+        if checkpoint is not None:
+            execution = dataclasses.replace(execution, enable_checkpointing=bool(checkpoint))
+        if logger is not False:
+            execution = dataclasses.replace(execution, logger_backend=logger)
         amp, phase, results = module.run_cdi_example_torch(
             train_data, test_data, config, flip_x, flip_y, transpose, M, do_stitching,
-            execution_config=execution, quiet=quiet,
+            execution_config=execution, quiet=quiet, resume=resume,
         )
     results["backend"] = backend
     return amp, phase, results

@@ -150,6 +150,24 @@ def _figure(figsize: tuple[float, float]) -> Any:
     return fig
 
 
+def mlflow_tracking_uri(output_dir: str | PathLike) -> str:
+    """MLflow tracking URI of a run: the SQLite store ``<output_dir>/mlflow.db``.
+
+    MLflow >= 3 refuses its old ``./mlruns`` file store, so both backends track into SQLite
+    (needs ``sqlalchemy`` and ``alembic``: ``pip install 'ptychopinn[mlflow]'``).  Raises ConfigError
+    naming the missing package.
+    """
+    import importlib.util
+
+    from ptycho.errors import ConfigError
+
+    for module in ("mlflow", "sqlalchemy", "alembic"):
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError("logger", "mlflow", "an installed logger backend",
+                              fix=f"pip install 'ptychopinn[mlflow]' ({module} is missing), or use --logger csv / none")
+    return "sqlite:///" + str((Path(output_dir) / "mlflow.db").resolve())
+
+
 def _atomic_write(path: Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -20,6 +20,7 @@ initial weights and batch order all derive from it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from ptycho.workflows.common import (
 )
 from ptycho_tf.model import create_models, current_models, set_current_models
 from ptycho_tf.model_manager import ModelManager
-from ptycho_tf.training import make_strategy, seed_everything, train
+from ptycho_tf.training import CHECKPOINT_FILE, build_callbacks, make_strategy, seed_everything, train
 
 __all__ = [
     "create_ptycho_data_container",
@@ -87,6 +88,10 @@ def train_cdi_model(
     quiet: bool = False,
     devices: int = 1,
     num_nodes: int = 1,
+    resume: bool = False,
+    checkpoint: bool = False,
+    logger: str | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Train the TensorFlow PtychoPINN model.
 
@@ -100,6 +105,12 @@ def train_cdi_model(
     ``devices`` / ``num_nodes`` > 1 train data-parallel (:func:`ptycho_tf.training.make_strategy`,
     rule in :mod:`ptycho.distributed`: ``batch_size`` is the global batch, the learning rate is
     unchanged); the models are then built in the strategy's scope.
+
+    ``checkpoint`` writes ``<output_dir>/checkpoints/last_tf.npz`` after every epoch; ``resume``
+    continues from it (weights, Adam state, schedule, epoch counter, history; ``config.nepochs``
+    is the total); ``logger`` is ``'csv'``, ``'tensorboard'``, ``'mlflow'`` or None
+    (:func:`ptycho_tf.training.build_callbacks`); ``callbacks`` are extra Keras callbacks.
+    All default off, so library callers (Ptychodus, the gate) get no extra files.
 
     Returns:
         ``history`` (per-epoch lists: ``train_loss``, ``val_loss``, ``loss``, loss terms, ``lr``),
@@ -124,9 +135,13 @@ def train_cdi_model(
             seed=seed,
         )
     x, pos = model_inputs(train_container, scale)
+    out = Path(config.output_dir)
+    all_callbacks = [*build_callbacks(out, logger=logger, checkpoint=checkpoint or resume, resume=resume),
+                     *callbacks]
     history = train(
         models.autoencoder, x, pos, config=config, seed=seed, Y_I=getattr(train_container, "Y_I", None), quiet=quiet,
         bad_pixels=getattr(train_container, "bad_pixels", None), strategy=strategy,
+        callbacks=all_callbacks, resume_from=out / CHECKPOINT_FILE if resume else None,
     )
     set_current_models(models)
     results: dict[str, Any] = {
@@ -194,15 +209,18 @@ def run_cdi_example(
     quiet: bool = False,
     devices: int = 1,
     num_nodes: int = 1,
+    **train_options: Any,
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """``update_legacy_dict(params.cfg, config)``, :func:`train_cdi_model`, optionally stitch the test data.
 
     Returns ``(recon_amp, recon_phase, results)``; the first two are None unless
     ``do_stitching`` and test data are given (then ``results`` also holds the keys of
-    :func:`reassemble_cdi_image`).
+    :func:`reassemble_cdi_image`).  ``train_options`` (``resume``, ``checkpoint``, ``logger``,
+    ``callbacks``) go to :func:`train_cdi_model`.
     """
     update_legacy_dict(params.cfg, config)
-    results = train_cdi_model(train_data, test_data, config, quiet=quiet, devices=devices, num_nodes=num_nodes)
+    results = train_cdi_model(train_data, test_data, config, quiet=quiet, devices=devices, num_nodes=num_nodes,
+                              **train_options)
     if not (do_stitching and test_data is not None):
         return None, None, results
     container = results["test_container"]

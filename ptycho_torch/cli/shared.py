@@ -83,7 +83,9 @@ def validate_numeric_flags(args: argparse.Namespace) -> None:
 
 
 def resolve_accelerator(accelerator: str | None, device: str | None = None) -> str:
-    """The accelerator to request: ``--accelerator`` when given, else the legacy ``--device``, else 'auto'.
+    """The accelerator to request: ``--accelerator`` when given, else the legacy ``--device``, else 'cpu'.
+
+    CPU is the default (README): a GPU is used only when asked for (``--accelerator gpu`` / ``auto``).
 
     The returned name is what the user asked for (``'auto'`` stays ``'auto'``); the workflow
     resolves it against the hardware (``ptycho_torch.runtime.resolve_accelerator``).
@@ -94,7 +96,7 @@ def resolve_accelerator(accelerator: str | None, device: str | None = None) -> s
         if device not in _DEVICE_TO_ACCELERATOR:
             raise ValueError(f"--device {device!r} is invalid: expected one of {sorted(_DEVICE_TO_ACCELERATOR)}")
         return _DEVICE_TO_ACCELERATOR[device]
-    return "auto"
+    return "cpu"
 
 
 def apply_deprecated_flags(args: argparse.Namespace) -> argparse.Namespace:

@@ -73,6 +73,9 @@ __all__ = [
 
 #: Groups per inference batch when neither the caller nor the execution config says.
 DEFAULT_INFERENCE_BATCH_SIZE = 64
+#: The Trainer's last checkpoint (``ModelCheckpoint(save_last=True)``), relative to the output directory;
+#: ``resume=True`` continues from it (the TensorFlow twin is ``ptycho_tf.training.CHECKPOINT_FILE``).
+RESUME_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 #: Lightning warnings that say nothing about this workflow (it batches in the sampler, on purpose).
 _NOISE = (
@@ -119,11 +122,15 @@ def _train_with_lightning(
     *,
     runtime: RuntimeOptions | None = None,
     quiet: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Build the Lightning module, the loaders and the Trainer from the configs, and fit.
 
     ``params.cfg`` must already hold ``intensity_scale`` and ``probe`` (done by
-    :func:`train_cdi_model_torch`).  Returns ``history``, ``models``, ``trainer``, ``lightning_module``.
+    :func:`train_cdi_model_torch`).  With ``resume``, ``Trainer.fit`` continues from
+    ``<output_dir>/checkpoints/last.ckpt`` (weights, optimizer, epoch counter, callbacks, and the
+    module's history and schedule state); ``config.nepochs`` is the total.  Returns ``history``,
+    ``models``, ``trainer``, ``lightning_module``.
     """
     from ptycho.distributed import check_world_size
     from ptycho_torch.training import PtychoPINN_Lightning
@@ -167,8 +174,15 @@ def _train_with_lightning(
         execution, max_epochs=config.nepochs, output_dir=output_dir, has_validation=val_loader is not None,
         quiet=quiet,
     )
+    ckpt_path = None
+    if resume:
+        last = output_dir / RESUME_CHECKPOINT
+        if not last.is_file():
+            raise FileNotFoundError(f"{last}: no checkpoint to resume from. Fix: train without --resume first (with "
+                                    "checkpointing on), or point --output_dir at the run to continue")
+        ckpt_path = str(last)
     with _quiet_lightning():
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     module.eval()
     history = {k: list(v) for k, v in module.history.items()}
     history.setdefault("val_loss", None)
@@ -189,8 +203,10 @@ def train_cdi_model_torch(
     *,
     runtime: RuntimeOptions | None = None,
     quiet: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Group the data, set the runtime params (intensity scale, probe) and train.
+    """Group the data, set the runtime params (intensity scale, probe) and train (``resume``: see
+    :func:`_train_with_lightning`).
 
     Returns ``history``, ``train_container``, ``test_container``, ``models``, ``trainer``.
     """
@@ -201,7 +217,7 @@ def train_cdi_model_torch(
     common.set_intensity_scale(config)
     set_probe_guess(None, train_container.probe)
     results = _train_with_lightning(
-        train_container, test_container, config, execution_config, runtime=runtime, quiet=quiet
+        train_container, test_container, config, execution_config, runtime=runtime, quiet=quiet, resume=resume
     )
     results["train_container"] = train_container
     results["test_container"] = test_container
@@ -275,15 +291,18 @@ def run_cdi_example_torch(
     runtime: RuntimeOptions | None = None,
     quiet: bool = False,
     save_bundle: bool = True,
+    resume: bool = False,
 ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
     """Train (and optionally reconstruct) with PyTorch; the dispatcher's ``--backend pytorch`` entry point.
 
     Returns ``(recon_amp | None, recon_phase | None, results)`` (module docstring).  The bundle is
-    written to ``config.output_dir`` unless ``save_bundle`` is False.
+    written to ``config.output_dir`` unless ``save_bundle`` is False.  ``resume`` continues from the
+    run's ``checkpoints/last.ckpt``.
     """
     update_legacy_dict(params.cfg, config)
     execution = _execution(execution_config)
-    results = train_cdi_model_torch(train_data, test_data, config, execution, runtime=runtime, quiet=quiet)
+    results = train_cdi_model_torch(train_data, test_data, config, execution, runtime=runtime, quiet=quiet,
+                                    resume=resume)
     results["backend"] = "pytorch"
     amp = phase = None
     if results.get("global_rank", 0) != 0:

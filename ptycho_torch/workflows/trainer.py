@@ -100,14 +100,11 @@ def build_logger(backend: str | None, output_dir: Path) -> Any:
 
         return TensorBoardLogger(save_dir=str(output_dir), name="lightning_logs")
     if backend == "mlflow":
-        if importlib.util.find_spec("mlflow") is None:
-            raise ConfigError("logger", backend, "an installed logger backend",
-                              fix="pip install mlflow, or use --logger csv / none")
         from lightning.pytorch.loggers import MLFlowLogger
 
-        # mlflow >= 3 refuses its file store (the ./mlruns under output_dir used here) unless opted in
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        return MLFlowLogger(experiment_name="ptychopinn", tracking_uri=(output_dir / "mlruns").resolve().as_uri())
+        from ptycho.workflows.common import mlflow_tracking_uri
+
+        return MLFlowLogger(experiment_name="ptychopinn", tracking_uri=mlflow_tracking_uri(output_dir))
     raise ConfigError("logger", backend, "one of 'csv', 'tensorboard', 'mlflow', None")
 
 

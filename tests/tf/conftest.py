@@ -12,7 +12,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+
+# A torch-only environment (`pip install .[torch,test]`) skips this directory with the reason.
+tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install '.[tf]')")
 
 tf.config.threading.set_intra_op_parallelism_threads(2)
 tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -51,6 +51,22 @@ def test_train_simulate_writes_bundle_history_and_reconstruction(trained_dir):
     assert -1.0 <= score["amp_pearson"] <= 1.0 and score["covered_pixels"] > 0 and -1.0 <= score["amp_ssim"] <= 1.0
 
 
+def test_train_writes_checkpoint_and_csv_log_and_resumes(trained_dir, tmp_path):
+    """``--resume`` continues the run in --output_dir to the new total --nepochs (checkpoint + CSV log)."""
+    import shutil
+
+    assert (trained_dir / "checkpoints" / "last_tf.npz").is_file()
+    assert (trained_dir / "logs" / "metrics.csv").is_file()
+    run = tmp_path / "run"
+    shutil.copytree(trained_dir, run)
+    args = [a if a != "2" else "3" for a in TRAIN_ARGS]  # --nepochs 3: one more epoch
+    assert cli_train.main([*args, "--output_dir", str(run), "--resume"]) == 0
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    first = list(csv.DictReader(open(trained_dir / "history.csv")))
+    assert [r["train_loss"] for r in rows[:2]] == [r["train_loss"] for r in first]  # the restored history
+
+
 def test_training_is_deterministic(trained_dir, tmp_path):
     """The same command twice (same seed) gives bitwise-identical weights: grouping, init and batch order."""
     assert cli_train.main([*TRAIN_ARGS, "--output_dir", str(tmp_path)]) == 0

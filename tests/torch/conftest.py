@@ -14,9 +14,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import pytest
 
-from ptycho import params
-from ptycho.config.config import ModelConfig, PyTorchExecutionConfig, TrainingConfig
-from ptycho.simulate import simulate_dataset
+# A TensorFlow-only environment (`pip install .[tf,test]`) skips this directory with the reason.
+pytest.importorskip("torch", reason="PyTorch is not installed (pip install '.[torch]')")
+pytest.importorskip("lightning", reason="Lightning is not installed (pip install '.[torch]')")
+
+from ptycho import params  # noqa: E402
+from ptycho.config.config import ModelConfig, PyTorchExecutionConfig, TrainingConfig  # noqa: E402
+from ptycho.simulate import simulate_dataset  # noqa: E402
 
 FIXTURE_NPZ = Path(__file__).resolve().parents[1] / "fixtures" / "pytorch_integration" / "minimal_dataset_v1.npz"
 

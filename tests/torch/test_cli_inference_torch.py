@@ -67,3 +67,14 @@ class TestInferenceCLI:
         with pytest.raises(SystemExit) as exc:
             infer_cli.cli_main(["--model_path", "a", "--test_data", "b", "--output_dir", "c", "--precision", "8"])
         assert exc.value.code == 2
+
+
+def test_unified_inference_cli_reads_the_backend_from_the_bundle(trained_gs2, sim_npz, tmp_path, capsys):
+    """``ptycho_inference`` without ``--backend`` on a torch bundle: the manifest's backend is used."""
+    from ptycho.cli import inference as unified
+
+    bundle_dir, _results, _ = trained_gs2
+    rc = unified.main(["--model_path", str(bundle_dir), "--test_data", str(sim_npz), "--output_dir",
+                       str(tmp_path), "--n_groups", "8", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "reconstruction.npz").is_file()
