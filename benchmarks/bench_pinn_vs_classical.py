@@ -32,8 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _scores(recon, truth, mask):
-    from ptycho.evaluation import score_pair
-    from ptycho.evaluation import pearson
+    from ptycho.evaluation import pearson, score_pair
 
     s = score_pair(recon, truth, mask)
     import numpy as np

@@ -42,7 +42,8 @@ FRAMEWORK_MARKERS = {
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = {m: reason for m, (module, reason) in FRAMEWORK_MARKERS.items() if importlib.util.find_spec(module) is None}
+    missing = {m: reason for m, (module, reason) in FRAMEWORK_MARKERS.items()
+               if importlib.util.find_spec(module) is None}
     for item in items:
         for marker, reason in missing.items():
             if item.get_closest_marker(marker) is not None:

@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ptycho.evaluation import score_pair
-from ptycho.evaluation import pearson
+from ptycho.evaluation import pearson, score_pair
 from ptycho.reference import physics
 from ptycho.simulate import simulate_dataset
 from ptycho.simulation import make_object, make_scan, substream
