@@ -26,6 +26,7 @@ import dataclasses
 import importlib
 import os
 import platform
+import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -412,7 +413,9 @@ class TensorFlowAdapter(Adapter):
         original = train_pinn.Trainer
         train_pinn.Trainer = Recorder
         try:
-            train_pinn.train(None, x, pos, config=config, seed=seed, Y_I=container.Y_I, quiet=True)
+            # The loop only needs the model for its callbacks' stop flag (no callbacks here): a stand-in.
+            model = types.SimpleNamespace(stop_training=False)
+            train_pinn.train(model, x, pos, config=config, seed=seed, Y_I=container.Y_I, quiet=True)
         finally:
             train_pinn.Trainer = original
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ptycho import conventions
 from ptycho.config import config as cc
-from ptycho.config.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho.config.config import DEFAULT_ONLY_FIELDS, InferenceConfig, ModelConfig, TrainingConfig
 
 __all__ = [
     "DATA_EPOCHS",
@@ -55,8 +55,10 @@ DATA_EPOCHS = 2
 #: Config paths of the config stage, relative to the scenario directory.
 CONFIG_OUT = "config_out"
 #: Fields no door is asked to carry: ``n_images`` is the deprecated alias of ``n_groups`` (it must equal
-#: it or be None); ``model`` is the nested ModelConfig (its fields are in the case themselves).
-_NOT_CASE = frozenset({"n_images", "model"})
+#: it or be None); ``model`` is the nested ModelConfig (its fields are in the case themselves); and the
+#: fields that accept only their default (``DEFAULT_ONLY_FIELDS``: no other valid value exists, and
+#: ``tests/test_config.py`` checks that every other value is refused with a ConfigError naming the field).
+_NOT_CASE = frozenset({"n_images", "model"}).union(*DEFAULT_ONLY_FIELDS.values())
 #: Values the generator cannot derive from a default: ``nll_weight`` is carried by the torch ``nll`` bool,
 #: which can only say 1.0 (the default) or 0.0; ``torch_loss_mode`` 'mae' is what nll 0 means there.
 _PINNED: dict[str, Any] = {"nll_weight": 0.0, "torch_loss_mode": "mae"}

@@ -49,6 +49,7 @@ from ptycho.errors import ConfigError
 
 __all__ = [
     "ARCHITECTURES",
+    "DEFAULT_ONLY_FIELDS",
     "IMPLEMENTED_ARCHITECTURES",
     "KEY_MAPPINGS",
     "InferenceConfig",
@@ -287,6 +288,7 @@ def _default_only(base: Rule, default: Any, why: str) -> Rule:
             raise ConfigError(name, value, f"{default!r} ({why})", fix=f"remove {name} or set it to {default!r}")
         return value
 
+    rule.default_only = True  # type: ignore[attr-defined]  (DEFAULT_ONLY_FIELDS collects these)
     return rule
 
 
@@ -665,6 +667,13 @@ _RULES_BY_CLASS: dict[type, Mapping[str, Rule]] = {
     TrainingConfig: _TRAINING_RULES,
     InferenceConfig: _INFERENCE_RULES,
     PyTorchExecutionConfig: _EXECUTION_RULES,
+}
+
+#: Per config class, the fields that accept only their default (they exist for upstream configs, but no
+#: backend implements another value, so anything else is a ConfigError naming the field).
+DEFAULT_ONLY_FIELDS: dict[type, frozenset[str]] = {
+    cls: frozenset(name for name, rule in rules.items() if getattr(rule, "default_only", False))
+    for cls, rules in _RULES_BY_CLASS.items()
 }
 
 _LegacyConfig = ModelConfig | TrainingConfig | InferenceConfig
