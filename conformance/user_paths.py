@@ -61,7 +61,9 @@ CONFIG_OUT = "config_out"
 _NOT_CASE = frozenset({"n_images", "model"}).union(*DEFAULT_ONLY_FIELDS.values())
 #: Values the generator cannot derive from a default: ``nll_weight`` is carried by the torch ``nll`` bool,
 #: which can only say 1.0 (the default) or 0.0; ``torch_loss_mode`` 'mae' is what nll 0 means there.
-_PINNED: dict[str, Any] = {"nll_weight": 0.0, "torch_loss_mode": "mae"}
+#: ``batch_size`` / ``n_groups``: a consistent pair (batch <= groups <= the config scenario's 80 positions),
+#: so no door has a reason to clamp the batch to the data (the CLIs do, with a message; the dataclasses don't).
+_PINNED: dict[str, Any] = {"nll_weight": 0.0, "torch_loss_mode": "mae", "batch_size": 8, "n_groups": 24}
 
 #: Torch-side field -> canonical field where the names differ (the bridge's documented table,
 #: ``ptycho_torch/config_bridge.py``; same-named fields map to themselves).  Values are converted by
