@@ -140,12 +140,12 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     _stage("forward", "forward/padded_object", 5e-5, 4.24e-6, _EDGE),
     _stage("forward", "forward/trimmed_object", 5e-5, 4.24e-6, _EDGE),
     _stage("forward", "forward/object_patches", 5e-5, 3.86e-6, _EDGE),
-    _stage("forward", "forward/illuminated", 5e-5, 3.64e-6, _EDGE),
+    _stage("forward", "forward/illuminated", 5e-5, 4.24e-6, _EDGE),
     _stage("forward", "forward/*amplitude", 3e-5, 2.02e-6, "the reassembly-edge error after the FFT (N*N-term sums)"),
-    _stage("forward", "forward/pred_intensity", 3e-5, 2.32e-6, "the reassembly-edge error after the FFT, squared"),
+    _stage("forward", "forward/pred_intensity", 3e-5, 2.59e-6, "the reassembly-edge error after the FFT, squared"),
     _stage("forward", "forward/*", 5e-5, 4.25e-6, "float32 convolution sums in the CNN (encoded, amp, phase); "
            "worst: the phase of gs1_n128_nfs2, whose largest value is below 1 (the symmetric scale has no floor)"),
-    _stage("losses", "losses/*", 1e-5, 2.65e-7, "float32 means over B*N*N*C elements (stored as float64)"),
+    _stage("losses", "losses/*", 1e-5, 4.72e-7, "float32 means over B*N*N*C elements (stored as float64)"),
     # gradients of every trainable canonical parameter, tensorflow~pytorch
     _stage("gradients", "gradients/decoder_phase.*", 0.5, 4.83e-2,
            "phase-branch gradients sum large terms that nearly cancel (a constant phase leaves the intensity "
@@ -177,8 +177,8 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     _stage("transplant", "transplant/*", 3e-5, 2.88e-6, "float32 convolution sums in the CNN (worst: the phase of "
            "object_big_false_gs2, largest value below 1)"),
     # end to end: the training-loss history of each backend's own workflow
-    _stage("e2e", "e2e/loss_history", 1e-4, 8.78e-6, "3 epochs of each workflow from the same initial weights and "
-           "batch order; per-epoch mean losses drift with the weights"),
+    _stage("e2e", "e2e/loss_history", 2e-4, 1.85e-5, "3 epochs of each workflow from the same initial weights and "
+           "batch order; per-epoch mean losses drift with the weights (worst: the gridsize-2 e2e_gs2_n32)"),
     # user paths: each backend's own data pipeline yields the core's batches bit for bit (a copy and a layout
     # transpose of the same float32 values; no arithmetic)
     _stage("data", "data/*", 0.0, 0.0, "batches are gathered, not computed: every element must be identical",
@@ -186,9 +186,9 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     # each backend's own training loop (a few epochs, non-default schedules and losses), tensorflow~pytorch
     _stage("workflow", "workflow/*_loss", 2e-3, 1.23e-4, "per-epoch mean training / validation losses of the two "
            "loops from the same initial weights and batch order drift with the weights (worst: wf_gs3_warmup)"),
-    _stage("workflow", "workflow/weights/*", 0.06, 5.87e-3, "final weights after 9-12 Adam steps: a parameter whose "
-           "gradient is at float32 noise level can step the other way in each step (|a-b| up to ~6 lr; worst: "
-           "decoder_phase.block0.conv0.kernel in e2e_gs1_n32); the per-epoch learning rate is compared exactly "
+    _stage("workflow", "workflow/weights/*", 0.08, 7.02e-3, "final weights after 9-12 Adam steps: a parameter whose "
+           "gradient is at float32 noise level can step the other way in each step (|a-b| up to ~7 lr; worst: "
+           "decoder_amp.head.border.block.conv1.kernel in e2e_gs2_n32); the per-epoch learning rate is compared exactly "
            "(float64 default) and which parameters train by name, so this row only has to catch weights the loop "
            "did not update or updated from another loss", scale=False),
     # each backend's inference entry points on its own saved bundle vs the reference forward of its weights
