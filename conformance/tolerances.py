@@ -188,9 +188,9 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
            "loops from the same initial weights and batch order drift with the weights (worst: wf_gs3_warmup)"),
     _stage("workflow", "workflow/weights/*", 0.08, 7.02e-3, "final weights after 9-12 Adam steps: a parameter whose "
            "gradient is at float32 noise level can step the other way in each step (|a-b| up to ~7 lr; worst: "
-           "decoder_amp.head.border.block.conv1.kernel in e2e_gs2_n32); the per-epoch learning rate is compared exactly "
-           "(float64 default) and which parameters train by name, so this row only has to catch weights the loop "
-           "did not update or updated from another loss", scale=False),
+           "decoder_amp.head.border.block.conv1.kernel in e2e_gs2_n32); the per-epoch learning rate is compared "
+           "exactly (float64 default) and which parameters train by name, so this row only has to catch weights the "
+           "loop did not update or updated from another loss", scale=False),
     # each backend's inference entry points on its own saved bundle vs the reference forward of its weights
     _stage("inference", "inference/*stitched", 1e-5, 9.72e-7, "stitching averages float32 objects whose "
            "reassembly-edge error (below) is damped by the central crop (worst: wf_gs3_warmup, the API route)"),
