@@ -87,10 +87,10 @@ def test_cli_flags_reach_the_execution_config():
     ex = build_execution_config_from_args(torch_cli.apply_deprecated_flags(args), "training")
     assert (ex.devices, ex.num_nodes, ex.strategy) == (2, 3, "ddp")
     args = unified.build_parser().parse_args(["--backend", "pytorch", "--devices", "2"])
-    ex = unified._execution_config("pytorch", args)
+    ex = unified._execution_config(args)
     assert (ex.devices, ex.num_nodes, ex.strategy) == (2, 1, "ddp")  # ddp is the default beyond one device
     args = unified.build_parser().parse_args(["--backend", "pytorch"])
-    assert unified._execution_config("pytorch", args).strategy == "auto"
+    assert unified._execution_config(args).strategy == "auto"
 
 
 def test_history_travels_in_the_state_dict_and_old_checkpoints_still_load(tmp_path):
