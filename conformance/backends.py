@@ -222,6 +222,25 @@ class Adapter:
         """Reload the bundle the workflow stage saved through this side's inference entry points."""
         raise NotImplementedError(f"the {self.name} side has no inference entry points")
 
+    def _inference_api(self, load: Callable[[], Any], scenario: Scenario, test_file: Path,
+                       snapshot: Callable[[str], None], out: dict[str, np.ndarray]) -> None:
+        """The inference API path both backends share: ``load()`` the bundle's diffraction_to_obj (restores
+        params.cfg), group the test file, the backend's ``predict_objects`` and the core's ``stitch``;
+        records ``api/objects``, ``api/offsets``, ``api/stitched`` into ``out``."""
+        from conformance.inputs import STITCH_M
+        from ptycho import params
+        from ptycho.workflows.common import create_ptycho_data_container, stitch
+
+        components = importlib.import_module(f"{PACKAGES[self.name]}.workflows.components")
+        config = scenario.training_config(test_file.name, "inference_out")
+        params.reset()
+        model = load()
+        snapshot("inference/loaded")
+        container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
+        obj = components.predict_objects(model, container, batch_size=int(config.batch_size))
+        out.update({"api/objects": obj, "api/offsets": container.global_offsets,
+                    "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
+
     def _dataclass_door(self, case: Mapping[str, Any], snapshot: Callable[[str], None], backend: str) -> None:
         from ptycho import params
         from ptycho.config.config import update_legacy_dict
@@ -450,26 +469,13 @@ class TensorFlowAdapter(Adapter):
     def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
                   ) -> dict[str, np.ndarray]:
         """``load_inference_bundle`` + ``predict_objects`` + ``stitch``, and ``ptycho_inference``."""
-        from conformance.inputs import STITCH_M
-        from ptycho import params
-        from ptycho.workflows.common import create_ptycho_data_container, stitch
-        from ptycho_tf.workflows.components import load_inference_bundle, predict_objects
+        from ptycho_tf.workflows.components import load_inference_bundle
 
         bundle = run_dir / scenario.id / self.name / WORKFLOW_BUNDLE_DIR
-        config = scenario.training_config(test_file.name, "inference_out")
         out: dict[str, np.ndarray] = {}
         errors: dict[str, Exception] = {}
-
-        def api() -> None:
-            params.reset()
-            model, _ = load_inference_bundle(bundle)
-            snapshot("inference/loaded")
-            container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
-            obj = predict_objects(model, container, batch_size=int(config.batch_size))
-            out.update({"api/objects": obj, "api/offsets": container.global_offsets,
-                        "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
-
-        _route("load_inference_bundle", api, errors)
+        _route("load_inference_bundle", lambda: self._inference_api(
+            lambda: load_inference_bundle(bundle)[0], scenario, test_file, snapshot, out), errors)
         _route("ptycho_inference", lambda: out.update({"cli/stitched": self._inference_cli(
             bundle, test_file, Path(f"{self.name}/inference_cli"), scenario.data.seed)}), errors)
         return _routes_done(out, errors)
@@ -604,26 +610,18 @@ class PyTorchAdapter(Adapter):
                   ) -> dict[str, np.ndarray]:
         """``load_inference_bundle_torch`` + ``predict_objects`` + ``stitch``, the inference payload,
         ``ptycho_inference --backend pytorch`` and ``python -m ptycho_torch.inference``."""
-        from conformance.inputs import STITCH_M
         from ptycho import params
-        from ptycho.workflows.common import create_ptycho_data_container, stitch
         from ptycho_torch import inference as torch_inference
         from ptycho_torch.config_factory import create_inference_payload
-        from ptycho_torch.workflows.components import load_inference_bundle_torch, predict_objects
+        from ptycho_torch.workflows.components import load_inference_bundle_torch
 
         bundle = run_dir / scenario.id / self.name / WORKFLOW_BUNDLE_DIR
-        config = scenario.training_config(test_file.name, "inference_out")
         out: dict[str, np.ndarray] = {}
         errors: dict[str, Exception] = {}
 
         def api() -> None:
-            params.reset()
-            models, _ = load_inference_bundle_torch(bundle)
-            snapshot("inference/loaded")
-            container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
-            obj = predict_objects(models["diffraction_to_obj"], container, batch_size=int(config.batch_size))
-            out.update({"api/objects": obj, "api/offsets": container.global_offsets,
-                        "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
+            self._inference_api(lambda: load_inference_bundle_torch(bundle)[0]["diffraction_to_obj"], scenario,
+                                test_file, snapshot, out)
 
         def payload() -> None:
             params.reset()
