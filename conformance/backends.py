@@ -212,9 +212,11 @@ class Adapter:
         """
         raise NotImplementedError(f"the {self.name} side has no data pipeline")
 
-    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> dict[str, Any]:
         """Describe :func:`conformance.user_paths.config_case` through each door of this side; ``snapshot(point)``
-        after each (params.cfg reset before each).  Returns the doors run."""
+        after each (params.cfg reset before each).  Returns the stage values: ``doors`` (the doors run),
+        ``refusals`` (door -> what the CLI did with a file that is not a data file) and, for PyTorch,
+        ``execution`` (door -> the execution config it handed to the training workflow)."""
         raise NotImplementedError(f"the {self.name} side has no config doors")
 
     def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
@@ -250,19 +252,42 @@ class Adapter:
         snapshot("config/dataclass")
 
     def _cli_door(self, door: str, run: Callable[[], Any], module: Any, name: str,
-                  snapshot: Callable[[str], None]) -> None:
+                  snapshot: Callable[[str], None], capture: Callable[[tuple, dict], None] | None = None) -> None:
+        """Run a CLI door up to ``module.name`` (stubbed): snapshot params.cfg there and hand the stubbed
+        call's arguments to ``capture``."""
         from ptycho import params
 
+        def reached(args: tuple, kwargs: dict) -> None:
+            snapshot(f"config/{door}")
+            if capture is not None:
+                capture(args, kwargs)
+
         params.reset()
-        with _stub(module, name, lambda: snapshot(f"config/{door}")):
+        with _stub(module, name, reached):
             _through_door(run, door)
 
+    def _refusal(self, door: str, run: Callable[[list[str]], int]) -> dict[str, Any]:
+        """What ``run(argv)`` (a CLI's console entry point) does with a training file that is not a data file
+        (:data:`conformance.user_paths.REFUSAL` is what it must do)."""
+        import io
+        import shutil
+
+        base = Path("refused") / self.name / door
+        base.mkdir(parents=True, exist_ok=True)
+        bad, out = base / "not_a_data_file.npz", base / "out"
+        bad.write_bytes(b"this is not an NPZ archive\n")
+        shutil.rmtree(out, ignore_errors=True)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = run(user_paths.refusal_argv(door, self.name, bad, out))
+        return {"exit": code, "output_dir_created": out.exists()}
+
     def _ptycho_train_door(self, case: Mapping[str, Any], snapshot: Callable[[str], None], module: Any,
-                           name: str) -> None:
+                           name: str, capture: Callable[[tuple, dict], None] | None = None) -> None:
         from ptycho.cli import train as cli_train
 
         argv = user_paths.ptycho_train_argv(user_paths.door_case("ptycho_train", case), self.name)
-        self._cli_door("ptycho_train", lambda: cli_train.main(argv), module, name, snapshot)
+        self._cli_door("ptycho_train", lambda: cli_train.main(argv), module, name, snapshot, capture)
 
     def _inference_cli(self, bundle_dir: Path, test_file: Path, out: Path, seed: int) -> np.ndarray:
         """``ptycho_inference`` on a bundle: the stitched complex object it writes, ``[S, S]``."""
@@ -304,12 +329,13 @@ class _DoorReached(Exception):  # noqa: N818 -- a signal, not an error: not caug
 
 
 @contextlib.contextmanager
-def _stub(module: Any, name: str, snapshot: Callable[[], None]) -> Iterator[None]:
-    """Replace ``module.name`` (a training function) by one that snapshots params.cfg and stops the run."""
+def _stub(module: Any, name: str, snapshot: Callable[[tuple, dict], None]) -> Iterator[None]:
+    """Replace ``module.name`` (a training function) by one that calls ``snapshot(args, kwargs)`` with its
+    arguments and stops the run."""
     original = getattr(module, name)
 
-    def stop(*_args: Any, **_kwargs: Any) -> Any:
-        snapshot()
+    def stop(*args: Any, **kwargs: Any) -> Any:
+        snapshot(args, kwargs)
         raise _DoorReached
 
     setattr(module, name, stop)
@@ -458,13 +484,17 @@ class TensorFlowAdapter(Adapter):
         out["infer"] = seen
         return out
 
-    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> dict[str, Any]:
+        from ptycho.cli import inference as cli_inference
+        from ptycho.cli import train as cli_train
         from ptycho_tf.workflows import components
 
         case = user_paths.config_case(scenario.data.N, scenario.data.gridsize, self.name)
         self._dataclass_door(case, snapshot, self.name)
         self._ptycho_train_door(case, snapshot, components, "train_cdi_model")
-        return ["dataclass", "ptycho_train"]
+        return {"doors": ["dataclass", "ptycho_train"],
+                "refusals": {"ptycho_train": self._refusal("ptycho_train", cli_train.main),
+                             "ptycho_inference": self._refusal("ptycho_inference", cli_inference.main)}}
 
     def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
                   ) -> dict[str, np.ndarray]:
@@ -568,13 +598,17 @@ class PyTorchAdapter(Adapter):
         out["infer"] = drain(build_inference_loader(test, gridsize=g, batch_size=bs, intensity_scale=scale))
         return out
 
-    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> dict[str, Any]:
         """dataclass, the config factory, the torch config dataclasses + bridge, ``ptycho_train --backend
-        pytorch`` and ``python -m ptycho_torch.train``."""
+        pytorch`` and ``python -m ptycho_torch.train`` (params.cfg); the execution config of the CLI doors
+        and the factory (``user_paths.EXECUTION_DOORS``); the CLIs' refusal of a file that is not data."""
         from ptycho import params
+        from ptycho.cli import inference as cli_inference
+        from ptycho.cli import train as cli_train
         from ptycho.config.config import ModelConfig as CanonicalModel
         from ptycho.config.config import update_legacy_dict
         from ptycho_torch import config_params as cp
+        from ptycho_torch import inference as torch_inference
         from ptycho_torch import train as torch_train
         from ptycho_torch.config_bridge import to_model_config, to_training_config
         from ptycho_torch.config_factory import create_training_payload
@@ -583,11 +617,22 @@ class PyTorchAdapter(Adapter):
         case = user_paths.config_case(scenario.data.N, scenario.data.gridsize, self.name)
         self._dataclass_door(case, snapshot, self.name)
 
+        execution: dict[str, Any] = {}
+
+        def grab(door: str) -> Callable[[tuple, dict], None]:  # train_cdi_model_torch(train, test, config, execution)
+            def capture(args: tuple, kwargs: dict) -> None:
+                ex = kwargs.get("execution_config", args[3] if len(args) > 3 else None)
+                execution[door] = None if ex is None else user_paths.execution_record(ex)
+            return capture
+
         params.reset()
         paths = ("train_data_file", "output_dir")
-        create_training_payload(case["train_data_file"], case["output_dir"],
-                                overrides={k: v for k, v in case.items() if k not in paths})
+        exec_case = {k: v for k, v in user_paths.execution_case().items() if k not in case}
+        payload = create_training_payload(  # execution keys first: a router that stops early drops the rest
+            case["train_data_file"], case["output_dir"],
+            overrides={**exec_case, **{k: v for k, v in case.items() if k not in paths}})
         snapshot("config/torch_factory")
+        execution["torch_factory"] = user_paths.execution_record(payload.execution_config)
 
         params.reset()
         classes = (cp.DataConfig, cp.ModelConfig, cp.TrainingConfig)
@@ -601,10 +646,19 @@ class PyTorchAdapter(Adapter):
                                                           {k: v for k, v in rest.items() if k not in model_names}))
         snapshot("config/torch_configs")
 
-        self._ptycho_train_door(case, snapshot, components, "train_cdi_model_torch")
+        self._ptycho_train_door(case, snapshot, components, "train_cdi_model_torch", grab("ptycho_train"))
         argv = user_paths.torch_train_argv(user_paths.door_case("torch_train", case))
-        self._cli_door("torch_train", lambda: torch_train.main(argv), components, "train_cdi_model_torch", snapshot)
-        return ["dataclass", "torch_factory", "torch_configs", "ptycho_train", "torch_train"]
+        self._cli_door("torch_train", lambda: torch_train.main(argv), components, "train_cdi_model_torch", snapshot,
+                       grab("torch_train"))
+        argv_ex = user_paths.torch_execution_argv(case)
+        self._cli_door("torch_execution", lambda: torch_train.main(argv_ex), components, "train_cdi_model_torch",
+                       lambda _point: None, grab("torch_execution"))
+        return {"doors": ["dataclass", "torch_factory", "torch_configs", "ptycho_train", "torch_train"],
+                "execution": execution,
+                "refusals": {"ptycho_train": self._refusal("ptycho_train", cli_train.main),
+                             "torch_train": self._refusal("torch_train", torch_train.cli_main),
+                             "ptycho_inference": self._refusal("ptycho_inference", cli_inference.main),
+                             "torch_inference": self._refusal("torch_inference", torch_inference.cli_main)}}
 
     def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
                   ) -> dict[str, np.ndarray]:
@@ -702,8 +756,9 @@ class ReferenceAdapter(Adapter):
         return user_paths.reference_batches(scenario.training_config(train_file.name, "data_out"), train_file,
                                             test_file)
 
-    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> list[str]:
-        """The expected params.cfg of every door: the dataclass path with the part of the case the door carries."""
+    def config_doors(self, scenario: Scenario, snapshot: Callable[[str], None]) -> dict[str, Any]:
+        """The expected params.cfg of every door (the dataclass path with the part of the case the door
+        carries), the expected execution config of every execution door and the expected refusal."""
         from ptycho import params
         from ptycho.config.config import update_legacy_dict
 
@@ -712,7 +767,9 @@ class ReferenceAdapter(Adapter):
             params.reset()
             update_legacy_dict(params.cfg, user_paths.door_config(door, case, "pytorch"))
             snapshot(f"config/{door}")
-        return list(user_paths.DOORS)
+        return {"doors": list(user_paths.DOORS),
+                "execution": {d: user_paths.expected_execution(d, case) for d in user_paths.EXECUTION_DOORS},
+                "refusals": {d: dict(user_paths.REFUSAL) for d in user_paths.REFUSAL_DOORS}}
 
     def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
                   ) -> dict[str, np.ndarray]:

@@ -550,6 +550,8 @@ def _checks(stage: str, scenario: Scenario, run_dir: Path, sides: Mapping[str, S
                                         tensor="params_cfg/after_load", point_b="after_training"))
     elif stage == "bundle_layout":
         checks += _bundle_checks(sides, ctx)
+    elif stage in ("physics_ops", "forward"):
+        checks += _refusal_checks(stage, sides, ctx)
     elif stage == "e2e":
         checks += _e2e_checks(run_dir, scenario.id, sides, ctx)
     elif stage == "config":
@@ -566,8 +568,9 @@ def _checks(stage: str, scenario: Scenario, run_dir: Path, sides: Mapping[str, S
 
 def _config_checks(sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison]:
     """Every config door of each backend against the reference's params.cfg for that door, key by key and type by
-    type, and tensorflow~pytorch on the doors both run (``conformance.user_paths.DOORS``)."""
-    from conformance.user_paths import DOORS
+    type, and tensorflow~pytorch on the doors both run (``conformance.user_paths.DOORS``); the execution config
+    each PyTorch execution door handed to the training workflow; each training CLI's refusal of a bad file."""
+    from conformance.user_paths import DOORS, REFUSAL_DOORS
 
     checks = []
     for door, (runners, _fields) in DOORS.items():
@@ -578,7 +581,50 @@ def _config_checks(sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison
         if set(BACKENDS) <= set(runners):
             checks.append(_params_point(point, sides["tensorflow"], sides["pytorch"], "tensorflow~pytorch", ctx,
                                         tensor=f"config/{door}"))
+    expected = _stage_values(sides[REFERENCE], "config")
+    for door, want in sorted((expected.get("execution") or {}).items()):
+        got = (_stage_values(sides["pytorch"], "config").get("execution") or {}).get(door)
+        checks.append(_keyed(f"config/execution/{door}", f"pytorch~{REFERENCE}", got, want, ctx))
+    for door, want in sorted((expected.get("refusals") or {}).items()):
+        for name in REFUSAL_DOORS[door]:
+            got = (_stage_values(sides[name], "config").get("refusals") or {}).get(door)
+            checks.append(_keyed(f"config/refusal/{door}", f"{name}~{REFERENCE}", got, want, ctx))
     return checks
+
+
+def _refusal_checks(stage: str, sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison]:
+    """Each backend against the reference on the input contracts (``conformance.contracts``): the malformed calls
+    the executable spec refuses must be refused, those it computes must be computed."""
+    want = _stage_values(sides[REFERENCE], stage).get("refusals")
+    if want is None:
+        return []
+    refused = {True: "refuses", False: "computes", None: "did not probe"}
+    checks = []
+    for name in BACKENDS:
+        got = _stage_values(sides[name], stage).get("refusals") or {}
+        diffs = [f"{case}: {name} {refused[got.get(case)]}, {REFERENCE} {refused[want[case]]}" for case in sorted(want)
+                 if got.get(case) != want[case]]
+        diffs += [f"{case}: probed by {name} only" for case in sorted(set(got) - set(want))]
+        checks.append(_structured(f"{stage}/refusals", f"{name}~{REFERENCE}", diffs, len(want), ctx))
+    return checks
+
+
+def _stage_values(record: SideRecord, stage: str) -> dict[str, Any]:
+    return ((record.stages.get(stage) or {}).get("values")) or {}
+
+
+def _keyed(tensor: str, pair: str, got: Mapping[str, Any] | None, want: Mapping[str, Any], ctx: str) -> Comparison:
+    """Exact key-by-key comparison of a recorded dict with the expected one (types included)."""
+    a = pair.split("~")[0]
+    if got is None:
+        return _structured(tensor, pair, [f"nothing recorded by {a}"], len(want), ctx)
+    diffs = [f"key '{k}' missing in {a}" for k in sorted(set(want) - set(got))]
+    diffs += [f"unexpected key '{k}' in {a}" for k in sorted(set(got) - set(want))]
+    for key in sorted(set(got) & set(want)):
+        why = _json_diff(got[key], want[key])
+        if why:
+            diffs.append(f"'{key}': {why}")
+    return _structured(tensor, pair, diffs, len(want), ctx)
 
 
 def _workflow_checks(scenario: Scenario, sides: Mapping[str, SideRecord], ctx: str) -> list[Comparison]:

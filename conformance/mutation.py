@@ -7,16 +7,20 @@
    ``ptycho_torch/`` once the layout move has landed; before it, the TensorFlow backend's modules listed
    in :data:`PRE_LAYOUT_TF_MODULES` and ``ptycho_torch/``), enumerated with cosmic-ray's own visitor
    (``operator.mutation_positions``) and applied with ``cosmic_ray.mutating.mutate_code``.
-2. **Sample** (reproducible, :func:`sample`): the mutation *sites* (module, line, column) are shuffled
-   with ``random.Random(seed)``, and one operator variant is drawn per site, until ``--sample`` mutants
-   (default :data:`DEFAULT_SAMPLE`) are picked.  Sampling sites first keeps one arithmetic expression
-   (ten binary-operator variants) from dominating the sample.
+2. **Sample** (reproducible and stable, :func:`sample`): the mutation *sites* (module, source text, column)
+   are ordered by a seeded hash of their name and one operator variant is drawn per site, until
+   ``--sample`` mutants (default :data:`DEFAULT_SAMPLE`) are picked.  Sampling sites first keeps one
+   arithmetic expression (ten binary-operator variants) from dominating the sample; hashing names instead
+   of shuffling a list keeps the sample in place when code elsewhere changes.
 3. **Run the real gate** on each mutant in an isolated copy of the tree (the tracked files, with the one
    mutated file), ``PYTHONPATH`` pointing at the copy, on the scenarios :func:`scenarios_for` picks by a
    static rule that depends only on the mutated module, never on the mutant: :data:`BASE_SCENARIOS`
-   (gridsize 1 and 2, every stage but e2e, smoothing and the probe mask), plus ``e2e_gs1_n32`` for the
-   modules of each backend's own workflow (:data:`WORKFLOW_MODULES`).  ``--jobs`` gates run at once
-   (default 2, for 2 cores; each gate runs :data:`GATE_JOBS` single-threaded workers at a time).
+   (gridsize 1, 2 and 3, every stage but e2e, smoothing and the probe mask, every loss), plus the
+   user-path scenarios :data:`USER_PATH_SCENARIOS` for the modules of each backend's own user paths
+   (:data:`WORKFLOW_MODULES`), and, when the gate passes on a module with multi-replica code
+   (:data:`DISTRIBUTED_MODULES`), the distributed parity check ``python -m conformance.distributed``.
+   ``--jobs`` gates run at once (default 2, for 2 cores; each gate runs :data:`GATE_JOBS` single-threaded
+   workers at a time).
 4. **Report** (``reports/mutation/mutation.{md,json}``): killed (the gate fails; the failing stages
    are listed), survived, or timeout (counted as killed, as cosmic-ray does).  Survivors found in
    :data:`EQUIVALENTS_PATH` (``conformance/mutation_equivalents.json``, keyed by the stable
@@ -35,7 +39,6 @@ import argparse
 import hashlib
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -70,17 +73,31 @@ PRE_LAYOUT_TF_MODULES: tuple[str, ...] = (
     "ptycho/tf_helper.py", "ptycho/tf_layers.py", "ptycho/model.py", "ptycho/train_pinn.py",
     "ptycho/model_manager.py", "ptycho/parity_api.py", "ptycho/workflows/components.py",
 )  # fmt: skip
-#: The gate's scenarios for every mutant: gridsize 1 and 2 with every stage but e2e (configure, physics ops,
-#: forward, losses, gradients, k Adam steps, the optimizer alone, bundle save/load, transplant, params.cfg,
-#: layout), Gaussian smoothing and the probe mask.
-BASE_SCENARIOS: tuple[str, ...] = ("gs1_n32", "smoothing_mask_gs2")
-#: Modules of each backend's own workflow (data pipeline, training loop, bundle round trip, CLI), for which
-#: the rule adds the end-to-end scenario (file stems, matched in either backend's tree).
+#: The gate's scenarios for every mutant: gridsize 1, 2 and 3 with every stage but e2e (configure, physics
+#: ops, forward, losses, gradients, k Adam steps, the optimizer alone, bundle save/load, transplant,
+#: params.cfg, layout), Gaussian smoothing and the probe mask, off-centre offsets, and each loss the config
+#: offers (MAE alone, Poisson + MAE with a frozen intensity scale, masked bad pixels).  Scenarios are cheap
+#: next to the workers' start-up, so the set is broad.
+BASE_SCENARIOS: tuple[str, ...] = ("gs1_n32", "smoothing_mask_gs2", "offcentre_gs3", "supervised_mae",
+                                   "pinn_mixed_loss_gs2", "bad_pixels_gs2")
+#: Modules of each backend's own user paths (data pipeline, training loop, bundle round trip, config doors,
+#: CLIs, runtime; file stems, matched in either backend's tree), for which the rule adds
+#: :data:`USER_PATH_SCENARIOS`.  The other modules (physics, layers, model, optim, canonical, parity_api)
+#: are the network and its maths, which the base scenarios drive directly; ``losses`` is in the set
+#: because its real-space terms are reached only through the training loops.
 WORKFLOW_MODULES: frozenset[str] = frozenset({
-    "components", "train_pinn", "training", "model_manager", "lightning_module", "data", "train", "inference",
-    "config_factory", "config_bridge", "config_params", "runtime", "loader",
+    "components", "training", "model_manager", "data", "train", "inference", "config_factory", "config_bridge",
+    "config_params", "runtime", "shared", "trainer", "losses",
 })
-E2E_SCENARIO = "e2e_gs1_n32"
+#: Modules with code that runs only with several replicas (rank-aware batch plan, cross-rank loss
+#: reduction, the world-size checks): the rule adds the distributed parity check
+#: (``python -m conformance.distributed``, what ``.ci/run`` runs after the gate).
+DISTRIBUTED_MODULES: frozenset[str] = frozenset({"components", "training", "trainer", "data"})
+#: The user-path scenarios: end to end at gridsize 1 and 2 and the gridsize-3 workflow (the data, config,
+#: workflow and inference stages, every scheduler, the config and execution doors, the CLIs).
+USER_PATH_SCENARIOS: tuple[str, ...] = ("e2e_gs1_n32", "e2e_gs2_n32", "wf_gs3_warmup")
+#: How the report names the distributed parity check among a mutant's scenarios.
+DISTRIBUTED_CHECK = "distributed"
 DEFAULT_SAMPLE = 40
 #: Worker processes each mutant's gate runs at once (``conformance run --jobs``): 2 gates x 2 single-threaded
 #: workers keep 2 cores busy, and one shard per side and phase imports each framework half as often as 3.
@@ -212,21 +229,33 @@ def compiles(spec: MutantSpec, root: Path = REPO) -> bool:
     return True
 
 
+def site_key(spec: MutantSpec) -> str:
+    """A name of ``spec``'s mutation site that survives edits elsewhere in its module: the module, the
+    source line's text and the column (line numbers move when code is added above, the text does not)."""
+    return f"{spec.module}|{spec.source_line}|{spec.col}"
+
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha1(f"{seed}|{key}".encode()).hexdigest()
+
+
 def sample(mutants: Sequence[MutantSpec], n: int, seed: int = DEFAULT_SEED, root: Path = REPO) -> list[MutantSpec]:
-    """``n`` mutants, reproducibly: sites shuffled by ``random.Random(seed)``, one operator variant drawn per
-    site; a variant that does not compile (an incompetent mutant) is skipped for the site's next one."""
-    by_site: dict[tuple[str, int, int], list[MutantSpec]] = {}
+    """``n`` mutants, reproducibly and stably: sites ordered by ``sha1(seed | site_key)``, one operator variant
+    per site (the variant with the smallest ``sha1(seed | id)``); a variant that does not compile (an
+    incompetent mutant) is skipped for the site's next one.
+
+    Whether a site is drawn depends only on its own key and the seed, not on how many sites the code has:
+    adding or editing code elsewhere leaves the rest of the sample (and so every survivor's id) in place,
+    so a fix can be checked against the same mutants (``--only``) and the score stays comparable.
+    """
+    by_site: dict[str, list[MutantSpec]] = {}
     for m in mutants:
-        by_site.setdefault(m.site, []).append(m)
-    rng = random.Random(seed)
-    sites = sorted(by_site)
-    rng.shuffle(sites)
+        by_site.setdefault(site_key(m), []).append(m)
     out: list[MutantSpec] = []
-    for site in sites:
+    for key in sorted(by_site, key=lambda k: _rank(seed, k)):
         if len(out) >= n:
             break
-        variants = sorted(by_site[site], key=lambda m: m.id)
-        rng.shuffle(variants)
+        variants = sorted(by_site[key], key=lambda m: _rank(seed, m.id))
         pick = next((m for m in variants if compiles(m, root)), None)
         if pick is not None:
             out.append(pick)
@@ -256,7 +285,7 @@ def _changed_line(original: str, mutated: str, line: int) -> str:
 def scenarios_for(module: str) -> tuple[str, ...]:
     """The gate's scenarios for a mutant of ``module`` (the static rule of the module docstring)."""
     stem = Path(module).stem
-    return (*BASE_SCENARIOS, E2E_SCENARIO) if stem in WORKFLOW_MODULES else BASE_SCENARIOS
+    return (*BASE_SCENARIOS, *USER_PATH_SCENARIOS) if stem in WORKFLOW_MODULES else BASE_SCENARIOS
 
 
 # --------------------------------------------------------------------------- running
@@ -313,13 +342,25 @@ def run_one(spec: MutantSpec, root: Path, work: Path, files: Sequence[str], *, t
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return MutantResult(spec, "timeout", scenarios, time.monotonic() - t0, message=f"gate ran past {timeout_s} s")
-    seconds = time.monotonic() - t0
     failing = []
     report = work / "report" / "parity.json"
     if report.exists():
         doc = json.loads(report.read_text())
         failing = [f"{v['scenario']}/{v['stage']}: {v['status']}" for v in doc.get("verdicts", [])
                    if v.get("status") in ("fail", "error", "xpass")]
+    if proc.returncode == 0 and Path(spec.module).stem in DISTRIBUTED_MODULES:
+        scenarios.append(DISTRIBUTED_CHECK)
+        dist = [sys.executable, "-m", "conformance.distributed", "--run-dir", str(work / "distributed"),
+                "--timeout", str(int(timeout_s))]
+        try:
+            proc = subprocess.run(dist, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return MutantResult(spec, "timeout", scenarios, time.monotonic() - t0,
+                                message=f"the distributed check ran past {timeout_s} s")
+        if proc.returncode == 1:
+            failing = [f"{DISTRIBUTED_CHECK}: {line.split()[0]} fail" for line in proc.stdout.splitlines()
+                       if " FAIL " in f" {line} "] or [f"{DISTRIBUTED_CHECK}: worker failed"]
+    seconds = time.monotonic() - t0
     if proc.returncode == 0:
         return MutantResult(spec, "survived", scenarios, seconds)
     if proc.returncode == 1 and failing:
@@ -456,7 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work_root, ignore_errors=True)
     meta = {"seed": args.seed, "sample": args.sample, "population": len(population), "modules": modules,
             "jobs": args.jobs, "seconds": time.monotonic() - t0, "started": started,
-            "base_scenarios": list(BASE_SCENARIOS), "workflow_modules": sorted(WORKFLOW_MODULES)}
+            "base_scenarios": list(BASE_SCENARIOS), "user_path_scenarios": list(USER_PATH_SCENARIOS),
+            "workflow_modules": sorted(WORKFLOW_MODULES), "distributed_modules": sorted(DISTRIBUTED_MODULES)}
     return 1 if _write_report(results, meta, args.report_dir)["broken"] else 0
 
 

@@ -11,6 +11,12 @@ the NumPy reference computes; the backend-specific calls live in :mod:`conforman
 * :data:`DOORS`: the config doors and the canonical fields each can express
   (:func:`door_case`: the part of the case a door can carry; the other fields stay at their defaults);
   :func:`ptycho_train_argv` / :func:`torch_train_argv`: the same run as command-line flags.
+* :func:`execution_case` / :func:`torch_execution_argv` / :func:`expected_execution`: the PyTorch execution
+  config (Trainer, checkpoints, early stopping, loggers, devices) through the torch doors: every field a
+  door can carry set to a generated non-default value, and the doors given none of them must resolve to
+  the core's defaults (a CLI default that drifted from ``PyTorchExecutionConfig`` is a lost setting too).
+* :func:`refusal_argv` / :data:`REFUSAL`: each training CLI given a file that is not a data file must
+  refuse it the same way (exit status 2, the file named, no output directory left behind).
 * :func:`reference_batches`: the batches the core's grouping (``ptycho.loader`` via
   ``create_ptycho_data_container``) and batch plan (``ptycho.training_plan``) define for a scenario:
   what each backend's own pipeline must yield bit for bit.
@@ -31,22 +37,36 @@ import numpy as np
 
 from ptycho import conventions
 from ptycho.config import config as cc
-from ptycho.config.config import DEFAULT_ONLY_FIELDS, InferenceConfig, ModelConfig, TrainingConfig
+from ptycho.config.config import (
+    DEFAULT_ONLY_FIELDS,
+    InferenceConfig,
+    ModelConfig,
+    PyTorchExecutionConfig,
+    TrainingConfig,
+)
 
 __all__ = [
     "DATA_EPOCHS",
     "DOORS",
     "INFERENCE_CASE_FIELDS",
+    "EXECUTION_DOORS",
+    "REFUSAL",
+    "REFUSAL_DOORS",
+    "TORCH_EXECUTION_FLAGS",
     "TORCH_RENAMED",
     "bridged_fields",
     "config_case",
     "door_case",
     "door_config",
+    "execution_case",
+    "expected_execution",
     "expected_trainable",
     "inference_case",
     "ptycho_train_argv",
     "put_batches",
+    "refusal_argv",
     "reference_batches",
+    "torch_execution_argv",
     "torch_train_argv",
 ]
 
@@ -273,6 +293,98 @@ def torch_train_argv(case: Mapping[str, Any]) -> list[str]:
     for flag, name in TORCH_TRAIN_FLAGS.items():
         argv += [flag, _flag_value(case[name])]
     return argv
+
+
+# --------------------------------------------------------------------------- execution config (PyTorch doors)
+#: ``PyTorchExecutionConfig`` field -> its ``python -m ptycho_torch.train`` flag (a bool field: the flag that
+#: sets the non-default value).  ``accelerator`` stays 'cpu' (the gate's machine has no GPU) and
+#: ``enable_progress_bar`` is decided by the terminal (the gate has none: False), so neither is generated.
+TORCH_EXECUTION_FLAGS: dict[str, str] = {
+    "learning_rate": "--learning-rate", "deterministic": "--no-deterministic", "logger_backend": "--logger",
+    "enable_checkpointing": "--disable-checkpointing", "checkpoint_save_top_k": "--checkpoint-save-top-k",
+    "checkpoint_monitor_metric": "--checkpoint-monitor", "checkpoint_mode": "--checkpoint-mode",
+    "early_stop_patience": "--early-stop-patience", "accum_steps": "--accumulate-grad-batches",
+    "gradient_clip_val": "--gradient-clip-val", "devices": "--devices", "num_nodes": "--num_nodes",
+    "strategy": "--strategy", "num_workers": "--num-workers", "precision": "--precision",
+}  # fmt: skip
+#: Non-default values the generator cannot derive from a type (str fields, unions); 2 devices x 2 nodes
+#: divide the case's batch of 8 (the doors stop before any process starts).
+_EXECUTION_PINNED: dict[str, Any] = {"deterministic": False, "logger_backend": "tensorboard", "devices": 2,
+                                     "num_nodes": 2, "strategy": "ddp_spawn", "checkpoint_monitor_metric": "train_loss"}
+#: The execution doors: door -> the sides that run it.  ``torch_train``: the params door's argv (no
+#: execution flag but --scheduler, --accelerator cpu, --quiet, --logger none); ``torch_execution``: every
+#: :data:`TORCH_EXECUTION_FLAGS` flag; ``torch_factory``: ``create_training_payload`` with the execution
+#: case among its overrides (execution keys first); ``ptycho_train``: ``ptycho_train --backend pytorch``.
+EXECUTION_DOORS: tuple[str, ...] = ("torch_train", "torch_execution", "torch_factory", "ptycho_train")
+
+
+def execution_case() -> dict[str, Any]:
+    """Every :data:`TORCH_EXECUTION_FLAGS` field of ``PyTorchExecutionConfig`` at a value different from its default."""
+    hints = typing.get_type_hints(PyTorchExecutionConfig, vars(cc))
+    defaults = {f.name: f.default for f in dataclasses.fields(PyTorchExecutionConfig)}
+    return {name: _EXECUTION_PINNED[name] if name in _EXECUTION_PINNED
+            else _different(name, hints[name], defaults[name]) for name in TORCH_EXECUTION_FLAGS}
+
+
+def torch_execution_argv(case: Mapping[str, Any]) -> list[str]:
+    """``python -m ptycho_torch.train`` arguments of the ``torch_execution`` door: the config case's paths and a
+    consistent n_groups / batch, then every execution field of :func:`execution_case` as its flag."""
+    argv = ["--train_data_file", str(case["train_data_file"]), "--output_dir", str(case["output_dir"]),
+            "--n_groups", str(case["n_groups"]), "--batch_size", str(case["batch_size"]), "--accelerator", "cpu"]
+    for name, value in execution_case().items():
+        flag = TORCH_EXECUTION_FLAGS[name]
+        argv += [flag] if isinstance(value, bool) else [flag, _flag_value(value)]
+    return argv
+
+
+def expected_execution(door: str, case: Mapping[str, Any]) -> dict[str, Any]:
+    """The execution config ``door`` must hand to the training workflow (every field; JSON values): the core's
+    ``PyTorchExecutionConfig`` defaults plus exactly what the door was told."""
+    told: dict[str, Any] = {"accelerator": "cpu", "enable_progress_bar": False}
+    if door == "torch_train":
+        told.update(logger_backend=None, scheduler=case["scheduler"])
+    elif door == "torch_execution":
+        told.update(execution_case())
+    elif door == "torch_factory":  # the case's own execution fields (scheduler, clipping) win over the generated ones
+        names = {f.name for f in dataclasses.fields(PyTorchExecutionConfig)}
+        told.update(execution_case(), **{k: v for k, v in case.items() if k in names})
+    elif door != "ptycho_train":  # ptycho_train: no execution flag given (its CSV logger is the default)
+        raise ValueError(f"unknown execution door {door!r}; expected one of {EXECUTION_DOORS}")
+    return execution_record(PyTorchExecutionConfig(**told))
+
+
+def execution_record(config: PyTorchExecutionConfig) -> dict[str, Any]:
+    """``config`` as the JSON-ready dict a record stores (every field)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+# --------------------------------------------------------------------------- refused inputs
+#: What every CLI must do with inputs it cannot use: exit status 2 (a refused input,
+#: ``ptycho.cli._common.exit_status``), no output directory created.
+REFUSAL: dict[str, Any] = {"exit": 2, "output_dir_created": False}
+#: Door -> the sides that run it: the training CLIs (given a training file that is not data) and the inference
+#: CLIs (given a model directory with no bundle and a test file that is not data).
+REFUSAL_DOORS: dict[str, tuple[str, ...]] = {
+    "ptycho_train": ("tensorflow", "pytorch"), "torch_train": ("pytorch",),
+    "ptycho_inference": ("tensorflow", "pytorch"), "torch_inference": ("pytorch",),
+}
+
+
+def refusal_argv(door: str, side: str, bad_file: Path, output_dir: Path) -> list[str]:
+    """Arguments of ``door`` reading ``bad_file`` (not an NPZ; the inference doors also name a model directory
+    that does not exist) and writing into ``output_dir``."""
+    if door == "ptycho_train":
+        return ["--backend", side, "--train_data_file", str(bad_file), "--output_dir", str(output_dir), "--quiet"]
+    if door == "torch_train":
+        return ["--train_data_file", str(bad_file), "--output_dir", str(output_dir), "--n_groups", "8",
+                "--accelerator", "cpu", "--quiet", "--logger", "none"]
+    no_model = ["--model_path", str(bad_file.with_name("no_model")), "--test_data", str(bad_file), "--output_dir",
+                str(output_dir), "--quiet"]
+    if door == "ptycho_inference":
+        return [*no_model, "--backend", side]
+    if door == "torch_inference":
+        return [*no_model, "--accelerator", "cpu"]
+    raise ValueError(f"unknown refusal door {door!r}; expected one of {sorted(REFUSAL_DOORS)}")
 
 
 # --------------------------------------------------------------------------- expected batches

@@ -67,6 +67,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from conformance import contracts
 from conformance.backends import (
     WORKFLOW_BUNDLE_DIR,
     Adapter,
@@ -147,6 +148,11 @@ def bundle_layout(path: str | PathLike) -> dict[str, Any]:
         "weights": weights,
         "read_error": read_error,
     }
+
+
+#: What ``params.cfg`` holds while the save_load stage saves a bundle with an explicit snapshot: values no
+#: scenario uses, so a bundle that records the global instead of its snapshot fails ``params_cfg/after_load``.
+SAVE_DECOY: dict[str, Any] = {"nepochs": 9876, "batch_size": 3, "nphotons": 12345.0, "n_groups": 4321}
 
 
 # --------------------------------------------------------------------------- recording
@@ -254,19 +260,29 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
     if "physics_ops" in stages:
         with rec.stage("physics_ops") as entry:
             failed: dict[str, Exception] = {}
+            refusals: dict[str, bool] = {}
             for op in OP_SIGNATURES:
                 args, kwargs = inputs.op_call(op)
                 try:
                     rec.put_result("physics_ops", op, adapter.physics_op(op, *args, **kwargs))
                 except Exception as exc:  # the other ops still run
                     failed[op] = exc
+                # input contracts: the malformed variants of the same call (conformance.contracts)
+                call = lambda *a, _op=op, **kw: adapter.physics_op(_op, *a, **kw)  # noqa: E731
+                refusals.update({f"{op}/{case}": refused for case, refused in
+                                 contracts.probe(call, OP_SIGNATURES[op][0], args, kwargs).items()})
+            if refusals:
+                entry["values"] = {"refusals": refusals}
             _raise_collected("physics op", failed, entry)
 
     handle = _Once(lambda: adapter.build(sc, inputs.weights))
     if "forward" in stages:
-        with rec.stage("forward"):
+        with rec.stage("forward") as entry:
             for key, value in adapter.forward(handle(), x, pos).items():
                 rec.put("forward", key, value)
+            # input contracts of the model: malformed patterns and positions (conformance.contracts)
+            entry["values"] = {"refusals": contracts.probe(lambda a, b: adapter.forward(handle(), a, b),
+                                                               ("x", "positions"), (x, pos), {})}
 
     grads_call = _Once(lambda: adapter.loss_and_grads(handle(), x, pos, **sc.loss_weights, **inputs.loss_kwargs))
     if "losses" in stages:
@@ -309,7 +325,14 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
                 rec.snapshot("after_training")
             for key, value in adapter.forward(handle(), x, pos).items():
                 rec.put("save_load", f"saver/{key}", value)
-            path = adapter.save_bundle(handle(), side_dir / BUNDLE_DIR, params.snapshot())
+            snapshot = params.snapshot()
+            # The caller's global params.cfg is not the run's (a second model configured since, as in
+            # Ptychodus): the bundle must record the snapshot it is handed, never read the global.
+            params.cfg.update(SAVE_DECOY)
+            try:
+                path = adapter.save_bundle(handle(), side_dir / BUNDLE_DIR, snapshot)
+            finally:
+                params.restore(snapshot)
             write_npz(side_dir / TRAINED_WEIGHTS, adapter.get_weights(handle()))
             entry["values"] = {"bundle": str(Path(path).relative_to(side_dir.parent))}
 
@@ -355,7 +378,7 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
 
     if "config" in stages:
         with rec.stage("config") as entry:
-            entry["values"] = {"doors": adapter.config_doors(sc, rec.snapshot)}
+            entry["values"] = adapter.config_doors(sc, rec.snapshot)
 
     if "params_cfg" in stages:
         with rec.stage("params_cfg") as entry:

@@ -108,6 +108,13 @@ def _weight(w: tf.Tensor, like: tf.Tensor) -> tf.Tensor:
 
 
 # =========================================================================== sampling
+def _require(shape: tf.TensorShape, want: list[int | None] | None, name: str, layout: str) -> None:
+    """Refuse ``shape`` unless it matches ``want`` (a None entry: any size; None: any shape; unknown graph-mode
+    dims always match)."""
+    if not shape.is_compatible_with(tf.TensorShape(want)):
+        raise ValueError(f"{name} must have layout {layout}, got shape {shape}")
+
+
 def sample_shifted(images: tf.Tensor, oy: tf.Tensor, ox: tf.Tensor, out_h: int, out_w: int) -> tf.Tensor:
     """Bilinearly sample image ``k`` at ``(oy[k] + r, ox[k] + c)`` with per-corner zero fill.
 
@@ -184,7 +191,9 @@ def translate(images: TensorLike, offsets: TensorLike) -> tf.Tensor:
     if images.shape.rank != 3:
         raise ValueError(f"images must have layout [K, H, W], got shape {images.shape}")
     H, W = int(images.shape[1]), int(images.shape[2])
-    return _translate_core(images, tf.convert_to_tensor(offsets), (H, W))
+    offsets = tf.convert_to_tensor(offsets)
+    _require(offsets.shape, [images.shape[0], 2], "offsets", "[K, 2] (tx, ty), one row per image")
+    return _translate_core(images, offsets, (H, W))
 
 
 # =========================================================================== pad / crop
@@ -230,12 +239,12 @@ def trim(canvas: TensorLike, N: int) -> tf.Tensor:
     a = _as_float_or_complex(canvas)
     if a.shape.rank != 4:
         raise ValueError(f"canvas must have layout [B, P, P, 1], got shape {a.shape}")
-    P = int(a.shape[1])
+    H, W = int(a.shape[1]), int(a.shape[2])
     N = int(N)
-    if not 0 < N <= P:
-        raise ValueError(f"cannot trim a {P}x{P} canvas to N={N}")
-    start = (P - N) // 2
-    return a[:, start : start + N, start : start + N, :]
+    if not 0 < N <= min(H, W):
+        raise ValueError(f"cannot trim a {H}x{W} canvas to N={N}")
+    top, left = (H - N) // 2, (W - N) // 2  # each axis centred on its own size (reference physics.trim)
+    return a[:, top : top + N, left : left + N, :]
 
 
 # =========================================================================== object assembly
@@ -263,11 +272,13 @@ def reassemble_patches(patches: TensorLike, positions: TensorLike, P: int) -> tf
     x = _as_float_or_complex(patches)
     if x.shape.rank != 4:
         raise ValueError(f"patches must have layout [B, N, N, C], got shape {x.shape}")
+    _require(x.shape, [None, x.shape[1], x.shape[1], None], "patches", "[B, N, N, C] (square patches)")
     N, C = int(x.shape[1]), int(x.shape[3])
     P = int(P)
     if P < N:
         raise ValueError(f"P={P} must be >= N={N}")
     pos = tf.cast(positions, tf.float32)
+    _require(pos.shape, [x.shape[0], 1, 2, C], "positions", "[B, 1, 2, C] (x, y) per channel")
     shifts = REASSEMBLY_SHIFT_SIGN * positions_to_flat(pos)
     before = float((P - N) // 2)
     origin = (-before, -before)
@@ -303,8 +314,7 @@ def extract_patches(canvas: TensorLike, positions: TensorLike, N: int) -> tf.Ten
     if not 0 < N <= P:
         raise ValueError(f"N={N} must satisfy 0 < N <= P={P}")
     pos = tf.cast(positions, tf.float32)
-    if pos.shape.rank != 4:
-        raise ValueError(f"positions must have layout [B, 1, 2, C], got shape {pos.shape}")
+    _require(pos.shape, [a.shape[0], 1, 2, None], "positions", "[B, 1, 2, C] (x, y) per channel")
     C = int(pos.shape[3])
     shifts = EXTRACTION_SHIFT_SIGN * positions_to_flat(pos)
     start = float((P - N) // 2)
@@ -361,6 +371,8 @@ def illuminate(
     pr = tf.cast(probe, tf.complex64)
     if x.shape.rank != 4 or pr.shape.rank != 2:
         raise ValueError(f"expected patches [B, N, N, C] and probe [N, N], got {x.shape} and {pr.shape}")
+    _require(x.shape, [None, pr.shape[0], pr.shape[1], None], "patches", "[B, N, N, C] with the probe's N x N")
+    _require(pr.shape, [x.shape[1], x.shape[1]], "probe", "[N, N] (square)")
     s = check_sigma(gaussian_smoothing_sigma)
     psi = pr[None, :, :, None] * x
     if s != 0:
@@ -418,6 +430,7 @@ def normalize_x_full(diffraction: TensorLike) -> tuple[tf.Tensor, tf.Tensor]:
     d = tf.cast(diffraction, tf.float64)
     if d.shape.rank != 4:
         raise ValueError(f"diffraction must have layout [B, N, N, C], got shape {d.shape}")
+    _require(d.shape, [None, d.shape[1], d.shape[1], None], "diffraction", "[B, N, N, C] (square patterns)")
     N = int(d.shape[1])
     energy = tf.reduce_mean(tf.reduce_sum(d**2, axis=(1, 2)))
     norm = tf.sqrt(x_full_target_energy(N) / energy)
@@ -450,6 +463,8 @@ def poisson_nll(
     """
     yt = tf.cast(y_true_intensity, tf.float32)
     yp = tf.cast(y_pred_intensity, tf.float32)
+    _require(yp.shape, yt.shape.as_list() if yt.shape.rank is not None else None, "y_pred_intensity",
+             f"the shape of y_true_intensity {yt.shape} (no broadcasting)")
     return masked_mean(yp - yt * tf.math.log(yp), bad_pixels)
 
 
@@ -460,6 +475,8 @@ def mean_absolute_error(a: TensorLike, b: TensorLike, bad_pixels: TensorLike | N
     """
     x = _as_float_or_complex(a)
     y = _as_float_or_complex(b)
+    _require(y.shape, x.shape.as_list() if x.shape.rank is not None else None, "b",
+             f"the shape of a {x.shape} (no broadcasting)")
     if x.dtype != y.dtype:
         x = tf.cast(x, tf.complex64)
         y = tf.cast(y, tf.complex64)

@@ -504,8 +504,8 @@ def reassemble_position(obj: Tensor, global_offsets: Tensor, M: int = 20, *, chu
 
     Args:
         obj: complex ``[n, 1, N, N]`` trimmed objects.
-        global_offsets: float ``[n, 1, 1, 2]`` (torch layout) or anything reshapable to ``[n, 2]``
-            (x, y), the group centroids in object pixels.
+        global_offsets: float ``[n, 1, 1, 2]`` (torch layout) or ``[n, 2]`` (x, y), the group centroids
+            in object pixels.
         M: even crop size, ``2 <= M <= N``.
 
     Returns:
@@ -514,8 +514,9 @@ def reassemble_position(obj: Tensor, global_offsets: Tensor, M: int = 20, *, chu
     if obj.ndim != 4 or obj.shape[1] != 1 or obj.shape[2] != obj.shape[3] or obj.shape[0] < 1:
         raise ValueError(f"obj must have shape [n, 1, N, N] with n >= 1, got {list(obj.shape)}")
     n, _, N, _ = obj.shape
-    if global_offsets.numel() != 2 * n:
-        raise ValueError(f"global_offsets must hold n={n} (x, y) pairs, got shape {list(global_offsets.shape)}")
+    if global_offsets.numel() != 2 * n or global_offsets.ndim not in (2, 4) or global_offsets.shape[0] != n:
+        raise ValueError(f"global_offsets must be [n, 1, 1, 2] or [n, 2] with n={n} (x, y) pairs, got shape "
+                         f"{list(global_offsets.shape)}")
     if int(M) != M or M < 2 or M % 2 or M > N:
         raise ConfigError("M", M, f"an even integer with 2 <= M <= N={N}")
     M = int(M)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ptycho.cli._common import add_units_argument, fit_batch_size, show_core_log
+from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.raw_data import RawData
 from ptycho.training_plan import SCHEDULERS
 from ptycho.workflows import common
@@ -39,6 +40,9 @@ from ptycho_torch.config_factory import create_training_payload
 from ptycho_torch.runtime import RuntimeOptions
 
 __all__ = ["build_parser", "cli_main", "main"]
+
+#: The execution defaults the flags show and fall back to (one source: the core's dataclass).
+_EXEC = PyTorchExecutionConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,28 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neighbor_count", type=int, default=None, help="K nearest neighbours per group")
     p.add_argument("--seed", type=int, default=None, help="seed of grouping, initial weights and batch order")
     p.add_argument("--torch-loss-mode", dest="torch_loss_mode", choices=["poisson", "mae"], default="poisson")
-    p.add_argument("--learning-rate", dest="learning_rate", type=float, default=1e-3)
-    p.add_argument("--scheduler", choices=list(SCHEDULERS), default="Default")
+    p.add_argument("--learning-rate", dest="learning_rate", type=float, default=_EXEC.learning_rate)
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default=_EXEC.scheduler)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output_dir from checkpoints/last.ckpt (weights, optimizer, schedule, "
                         "epoch, history); --max_epochs is the total")
-    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=_EXEC.deterministic,
                    help="deterministic algorithms (reproducible on CPU)")
-    p.add_argument("--logger", choices=["csv", "tensorboard", "mlflow", "none"], default="csv")
+    p.add_argument("--logger", choices=["csv", "tensorboard", "mlflow", "none"], default=_EXEC.logger_backend or "none")
     p.add_argument("--disable_mlflow", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--enable-checkpointing", "--disable-checkpointing", dest="enable_checkpointing",
-                   action=_CheckpointToggle, nargs=0, default=True, help="Lightning checkpoints on/off")
-    p.add_argument("--checkpoint-save-top-k", dest="checkpoint_save_top_k", type=int, default=1)
-    p.add_argument("--checkpoint-monitor", dest="checkpoint_monitor", default="val_loss")
-    p.add_argument("--checkpoint-mode", dest="checkpoint_mode", choices=["min", "max"], default="min")
-    p.add_argument("--early-stop-patience", dest="early_stop_patience", type=int, default=100)
-    p.add_argument("--accumulate-grad-batches", dest="accumulate_grad_batches", type=int, default=1)
+                   action=_CheckpointToggle, nargs=0, default=_EXEC.enable_checkpointing,
+                   help="Lightning checkpoints on/off")
+    p.add_argument("--checkpoint-save-top-k", dest="checkpoint_save_top_k", type=int,
+                   default=_EXEC.checkpoint_save_top_k)
+    p.add_argument("--checkpoint-monitor", dest="checkpoint_monitor", default=_EXEC.checkpoint_monitor_metric)
+    p.add_argument("--checkpoint-mode", dest="checkpoint_mode", choices=["min", "max"], default=_EXEC.checkpoint_mode)
+    p.add_argument("--early-stop-patience", dest="early_stop_patience", type=int, default=_EXEC.early_stop_patience)
+    p.add_argument("--accumulate-grad-batches", dest="accumulate_grad_batches", type=int, default=_EXEC.accum_steps)
     p.add_argument("--gradient-clip-val", dest="gradient_clip_val", type=float, default=None)
-    p.add_argument("--devices", type=_devices, default=1,
+    p.add_argument("--devices", type=_devices, default=_EXEC.devices,
                    help="devices (processes) per node; > 1 trains data-parallel with --strategy")
-    p.add_argument("--num_nodes", "--num-nodes", dest="num_nodes", type=int, default=1,
+    p.add_argument("--num_nodes", "--num-nodes", dest="num_nodes", type=int, default=_EXEC.num_nodes,
                    help="nodes of a multi-node run (torchrun / SLURM set the ranks)")
-    p.add_argument("--strategy", default="auto",
+    p.add_argument("--strategy", default=_EXEC.strategy,
                    help="Lightning strategy: auto, ddp (a process per device), ddp_spawn; batch_size is the "
                         "global batch, split over devices x num_nodes ranks")
     p.add_argument("--stream", action="store_true",

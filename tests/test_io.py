@@ -131,7 +131,7 @@ def test_convert_cli_writes_the_npz_contract(tmp_path, capsys):
     _same_scan(got, fixture_raw())
     with np.load(out) as z:
         assert str(z["diff3d_units"]) == "amplitude" and z["diff3d"].dtype == np.float32
-    assert convert.main([str(tmp_path / "missing.cxi"), str(out)]) == 1
+    assert convert.main([str(tmp_path / "missing.cxi"), str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
 
 

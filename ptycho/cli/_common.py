@@ -2,10 +2,12 @@
 
 The CLIs import no framework until the arguments are parsed, so ``--help`` and bad flags
 answer at once.  Numeric flags are validated before any data is read (:func:`validate_numeric_args`).
-Expected failures (a missing file, an invalid value, a bad bundle, a missing framework, an
-``--output_dir`` that is a file, running out of memory) print one ``<prog>: error: ...`` line,
-write no output and exit with status 1; argparse reports
-bad flags with its usage line and status 2.  No traceback is shown for either.
+Expected failures print one ``<prog>: error: ...`` line and write no output; the exit status says whose
+move it is (:func:`exit_status`, the same for every command of both backends): 2 when the command or
+its inputs were refused (a missing or invalid file, an invalid value, a bad bundle, an
+``--output_dir`` that is a file; argparse's own bad-flag exit is 2 too), 1 when the run failed after
+its inputs were accepted (a missing framework, running out of memory, a failed write).  No
+traceback is shown for either.
 """
 
 from __future__ import annotations
@@ -21,6 +23,20 @@ from pathlib import Path
 from ptycho.errors import PtychoError
 
 BACKEND_CHOICES: tuple[str, ...] = ("tensorflow", "pytorch")
+#: Exit status when the invocation or its inputs are refused (fix the command or the files).
+EXIT_USAGE: int = 2
+#: Exit status when a run whose inputs were accepted fails (environment, memory, disk).
+EXIT_RUNTIME: int = 1
+#: Exceptions that mean "the inputs were refused" (PtychoError covers ConfigError and the data and bundle
+#: validation errors; ValueError / KeyError are argument checks).
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (PtychoError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                                                   IsADirectoryError, ValueError, KeyError)
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status of a command that stopped with ``exc``: :data:`EXIT_USAGE` for a refused input,
+    :data:`EXIT_RUNTIME` for anything else (every CLI of both backends maps errors through this)."""
+    return EXIT_USAGE if isinstance(exc, _USAGE_ERRORS) else EXIT_RUNTIME
 #: Largest stitching crop: upstream's M=20 (used for N >= 64).  For N=32 the crop is N/2 = 16,
 #: the part of the trimmed object the reassembly normalises (the border is amplified ~1000x).
 STITCH_M: int = 20
@@ -156,7 +172,7 @@ def show_core_log(prog: str, quiet: bool = False) -> None:
 
 def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
              argv: Sequence[str] | None) -> int:
-    """Parse ``argv``, run ``body`` and turn expected errors into one readable line (exit status 1)."""
+    """Parse ``argv``, run ``body`` and turn expected errors into one readable line (:func:`exit_status`)."""
     args = parser.parse_args(argv)
     quiet_frameworks()
     show_core_log(prog, bool(getattr(args, "quiet", False)))
@@ -171,7 +187,7 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argpa
         if isinstance(exc, MemoryError):
             message = f"out of memory ({exc or 'no detail'}); use smaller inputs"
         print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
-        return 1
+        return exit_status(exc)
 
 
 def one_line(message: object) -> str:

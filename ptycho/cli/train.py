@@ -95,6 +95,7 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
         from ptycho.simulate import simulate_dataset
 
         path = out / "simulated_data.npz"
+        out.mkdir(parents=True, exist_ok=True)
         simulate_dataset(N=args.N, n_positions=args.n_positions, nphotons=args.nphotons, seed=args.seed).to_file(path)
         if not args.quiet:
             print(f"{PROG}: simulated {args.n_positions} patterns (N={args.N}) -> {path}", file=sys.stderr)
@@ -146,9 +147,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.output_dir is None:
         raise ValueError("--output_dir is required")
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     n_groups = resolve_n_groups(args)
-    train, test = _load_data(args, out)
+    train, test = _load_data(args, out)  # creates out only for --simulate: a refused input leaves no directory
+    out.mkdir(parents=True, exist_ok=True)
     gridsize = 1 if args.gridsize is None else args.gridsize
     extra = {} if n_groups is None else {"n_groups": n_groups}
     args.batch_size = fit_batch_size(PROG, args.batch_size, min(n_groups or len(train.xcoords), len(train.xcoords)))

@@ -541,6 +541,8 @@ def gaussian_smooth3x3(images: np.ndarray, sigma: float) -> np.ndarray:
     """
     a = np.asarray(images)
     _require_shape(a, 4, "images", "[B, N, N, C]")
+    if min(a.shape[1], a.shape[2]) < 2:
+        raise ValueError(f"images must be [B, N, N, C] with N >= 2 (3x3 reflect padding), got shape {a.shape}")
     s = check_sigma(sigma)
     if s == 0:
         return a.astype(_out_dtype(a))

@@ -25,9 +25,9 @@ from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.errors import PtychoError
 
 __all__ = [
-    "EXIT_USAGE",
     "add_common_execution_flags",
     "apply_deprecated_flags",
+    "TRAINING_EXECUTION_ARGS",
     "build_execution_config_from_args",
     "resolve_accelerator",
     "run_cli",
@@ -35,8 +35,6 @@ __all__ = [
     "validate_paths",
 ]
 
-#: Exit status for bad input (argparse itself exits with 2 for an unknown flag or a bad choice).
-EXIT_USAGE = 2
 _DEVICE_TO_ACCELERATOR = {"cpu": "cpu", "cuda": "cuda", "gpu": "gpu", "mps": "mps", "auto": "auto"}
 
 
@@ -123,8 +121,10 @@ def add_common_execution_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"], default=None,
                         help="hardware to run on (default auto: CUDA if available, else CPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--num-workers", dest="num_workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--precision", choices=["32-true", "16-mixed", "bf16-mixed"], default="32-true",
+    parser.add_argument("--num-workers", dest="num_workers", type=int,
+                        default=PyTorchExecutionConfig.num_workers, help="DataLoader worker processes")
+    parser.add_argument("--precision", choices=["32-true", "16-mixed", "bf16-mixed"],
+                        default=PyTorchExecutionConfig.precision,
                         help="numeric precision of the CNN (the physics always runs in float32)")
     parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels-last memory format for the CNN (default: on)")
@@ -133,56 +133,56 @@ def add_common_execution_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+#: Training CLI attribute -> ``PyTorchExecutionConfig`` field.  An attribute the parsed arguments lack (or
+#: hold as None) leaves the field at the dataclass default: the defaults live in the config alone, and the
+#: training parser shows them (``ptycho_torch.train.build_parser`` reads them from the dataclass).
+TRAINING_EXECUTION_ARGS: dict[str, str] = {
+    "deterministic": "deterministic", "learning_rate": "learning_rate", "scheduler": "scheduler",
+    "enable_checkpointing": "enable_checkpointing", "checkpoint_save_top_k": "checkpoint_save_top_k",
+    "checkpoint_monitor": "checkpoint_monitor_metric", "checkpoint_mode": "checkpoint_mode",
+    "early_stop_patience": "early_stop_patience", "accumulate_grad_batches": "accum_steps",
+    "gradient_clip_val": "gradient_clip_val", "devices": "devices", "num_nodes": "num_nodes", "strategy": "strategy",
+}  # fmt: skip
+
+
 def build_execution_config_from_args(args: argparse.Namespace, mode: str = "training") -> PyTorchExecutionConfig:
     """``PyTorchExecutionConfig`` from parsed CLI arguments (``mode``: 'training' or 'inference').
 
-    Missing attributes keep the dataclass defaults.  Raises ``ConfigError`` for invalid values.
+    Missing (or None) attributes keep the dataclass defaults; ``--logger none`` means no logger; the
+    progress bar is shown only on a terminal and without ``--quiet``.  Raises ``ConfigError`` for
+    invalid values.
     """
     if mode not in ("training", "inference"):
         raise ValueError(f"mode={mode!r} is invalid: expected 'training' or 'inference'")
-    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    given = {k: v for k, v in vars(args).items() if v is not None}
     kw: dict[str, Any] = {
-        "accelerator": resolve_accelerator(get("accelerator"), get("device")),
-        "num_workers": int(get("num_workers", 0) or 0),
-        "precision": get("precision", "32-true") or "32-true",
-        "enable_progress_bar": not bool(get("quiet", False)),
+        "accelerator": resolve_accelerator(given.get("accelerator"), given.get("device")),
+        # Lightning's bar only on a terminal (as ptycho_train): without one it writes escape codes to logs
+        "enable_progress_bar": not bool(given.get("quiet", False)) and sys.stderr.isatty(),
     }
+    kw.update({f: given[f] for f in ("num_workers", "precision") if f in given})
     if mode == "training":
-        logger = get("logger", "csv")
-        kw.update(
-            deterministic=bool(get("deterministic", True)),
-            learning_rate=float(get("learning_rate", 1e-3)),
-            scheduler=get("scheduler", "Default") or "Default",
-            logger_backend=None if logger in (None, "none") else logger,
-            enable_checkpointing=bool(get("enable_checkpointing", True)),
-            checkpoint_save_top_k=int(get("checkpoint_save_top_k", 1)),
-            checkpoint_monitor_metric=get("checkpoint_monitor", "val_loss") or "val_loss",
-            checkpoint_mode=get("checkpoint_mode", "min") or "min",
-            early_stop_patience=int(get("early_stop_patience", 100)),
-            accum_steps=int(get("accumulate_grad_batches", 1)),
-            gradient_clip_val=get("gradient_clip_val"),
-            devices=get("devices", 1) if get("devices", 1) is not None else 1,
-            num_nodes=int(get("num_nodes", 1) or 1),
-            strategy=get("strategy", "auto") or "auto",
-        )
-    else:
-        if get("inference_batch_size") is not None:
-            kw["inference_batch_size"] = int(get("inference_batch_size"))
+        kw.update({field: given[attr] for attr, field in TRAINING_EXECUTION_ARGS.items() if attr in given})
+        if "logger" in given:
+            kw["logger_backend"] = None if given["logger"] == "none" else given["logger"]
+    elif "inference_batch_size" in given:
+        kw["inference_batch_size"] = int(given["inference_batch_size"])
     return PyTorchExecutionConfig(**kw)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)``; input errors are printed as ``error: <message>`` (exit 2), never as tracebacks."""
-    from ptycho.cli._common import one_line
+    """Run ``main(argv)``; errors are printed as ``error: <message>``, never as tracebacks, with the exit
+    status every CLI uses (``ptycho.cli._common.exit_status``: 2 refused input, 1 failed run)."""
+    from ptycho.cli._common import exit_status, one_line
 
     try:
         return main(argv)
-    except (PtychoError, FileNotFoundError, ValueError, OSError) as exc:
+    except (PtychoError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_status(exc)
     except MemoryError as exc:
         print(f"error: out of memory ({exc or 'no detail'}); use smaller inputs", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_status(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -113,25 +113,29 @@ def test_n_images_is_a_deprecated_alias(trained_dir, tmp_path, capsys):
 
 def test_inference_errors_are_readable(trained_dir, tmp_path, capsys):
     assert cli_inference.main(["--model_path", str(tmp_path), "--test_data", str(trained_dir / "simulated_data.npz"),
-                               "--output_dir", str(tmp_path)]) == 1
+                               "--output_dir", str(tmp_path)]) == 2
     assert "no wts.h5.zip" in capsys.readouterr().err
     assert cli_inference.main(["--model_path", str(trained_dir), "--test_data", str(tmp_path / "missing.npz"),
-                               "--output_dir", str(tmp_path)]) == 1
+                               "--output_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "missing.npz" in err and "Traceback" not in err
     assert cli_inference.main(["--model_path", str(trained_dir), "--test_data", str(trained_dir / "simulated_data.npz"),
-                               "--output_dir", str(tmp_path), "--gridsize", "2"]) == 1
+                               "--output_dir", str(tmp_path), "--gridsize", "2"]) == 2
     assert "does not match the model's gridsize 1" in capsys.readouterr().err
     assert cli_inference.main(["--model_path", str(trained_dir), "--test_data", str(trained_dir / "simulated_data.npz"),
-                               "--output_dir", str(tmp_path), "--backend", "pytorch"]) == 1
+                               "--output_dir", str(tmp_path), "--backend", "pytorch"]) == 2
     assert "written by the tensorflow backend" in capsys.readouterr().err
 
 
 def test_train_errors_are_readable(tmp_path, capsys):
-    assert cli_train.main(["--output_dir", str(tmp_path)]) == 1
+    assert cli_train.main(["--output_dir", str(tmp_path)]) == 2
     assert "--train_data_file" in capsys.readouterr().err
-    assert cli_train.main(["--train_data_file", str(tmp_path / "nope.npz"), "--output_dir", str(tmp_path)]) == 1
+    assert cli_train.main(["--train_data_file", str(tmp_path / "nope.npz"), "--output_dir", str(tmp_path)]) == 2
     assert "nope.npz: no such file" in capsys.readouterr().err
+    bad, out = tmp_path / "bad.npz", tmp_path / "never_created"
+    bad.write_bytes(b"not an npz archive")
+    assert cli_train.main(["--train_data_file", str(bad), "--output_dir", str(out)]) == 2
+    assert "bad.npz" in capsys.readouterr().err and not out.exists()  # a refused input leaves nothing behind
     with pytest.raises(SystemExit) as info:
         cli_train.main(["--nepochs", "many"])
     assert info.value.code == 2

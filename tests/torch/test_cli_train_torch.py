@@ -22,9 +22,16 @@ def _args(*extra: str, data: str = "d.npz", out: str = "o"):
 
 
 class TestExecutionConfigCLI:
-    def test_defaults(self):
+    def test_defaults(self, monkeypatch):
+        monkeypatch.setattr("sys.stderr.isatty", lambda: False)
         cfg = build_execution_config_from_args(train_cli.apply_deprecated_flags(_args()), "training")
-        assert cfg == PyTorchExecutionConfig(accelerator="cpu", enable_progress_bar=True)  # CPU unless asked
+        assert cfg == PyTorchExecutionConfig(accelerator="cpu")  # CPU unless asked; no bar without a terminal
+
+    def test_progress_bar_only_on_a_terminal_and_not_quiet(self, monkeypatch):
+        monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+        bar = lambda *a: build_execution_config_from_args(  # noqa: E731
+            train_cli.apply_deprecated_flags(_args(*a)), "training").enable_progress_bar
+        assert bar() is True and bar("--quiet") is False
 
     def test_every_flag_reaches_the_execution_config(self):
         args = train_cli.apply_deprecated_flags(_args(
