@@ -28,8 +28,8 @@ def _train(data: Path, out: Path, *, accelerator: str, devices: int, epochs: int
            batch_size: int) -> tuple[float, list[float]]:
     """Wall seconds of the CLI run and the per-epoch ``epoch_time_s`` of its history."""
     cmd = [sys.executable, "-m", "ptycho_torch.train", "--train_data_file", str(data), "--output_dir", str(out),
-           "--n_groups", str(n_groups), "--batch_size", str(batch_size), "--max_epochs", str(epochs),
-           "--accelerator", accelerator, "--devices", str(devices), "--logger", "none", "--disable-checkpointing",
+           "--n_groups", str(n_groups), "--batch_size", str(batch_size), "--nepochs", str(epochs),
+           "--accelerator", accelerator, "--devices", str(devices), "--logger", "none", "--disable_checkpointing",
            "--quiet"]
     if devices > 1:
         cmd += ["--strategy", "ddp"]

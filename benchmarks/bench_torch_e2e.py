@@ -33,7 +33,7 @@ def run_once(tmp: Path) -> dict[str, float]:
     """Wall seconds of the training command, the inference command and the bare imports."""
     train = _timed(["-m", "ptycho_torch.train", "--train_data_file", str(FIXTURE), "--test_data_file", str(FIXTURE),
                     "--output_dir", str(tmp / "t"), "--n_groups", "64", "--gridsize", "1", "--batch_size", "4",
-                    "--max_epochs", "2", "--accelerator", "cpu", "--logger", "none", "--quiet"])
+                    "--nepochs", "2", "--accelerator", "cpu", "--logger", "none", "--quiet"])
     infer = _timed(["-m", "ptycho_torch.inference", "--model_path", str(tmp / "t"), "--test_data", str(FIXTURE),
                     "--output_dir", str(tmp / "i"), "--n_groups", "32", "--accelerator", "cpu", "--quiet"])
     imports = _timed(["-c", "import torch, lightning"])

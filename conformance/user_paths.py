@@ -112,8 +112,8 @@ PTYCHO_TRAIN_FLAGS: dict[str, str] = {
 #: ``python -m ptycho_torch.train`` flag -> canonical field (``ptycho_torch/train.py``).
 TORCH_TRAIN_FLAGS: dict[str, str] = {
     "--n_groups": "n_groups", "--n_subsample": "n_subsample", "--gridsize": "gridsize", "--batch_size": "batch_size",
-    "--max_epochs": "nepochs", "--nphotons": "nphotons", "--neighbor_count": "neighbor_count",
-    "--seed": "subsample_seed", "--torch-loss-mode": "torch_loss_mode", "--scheduler": "scheduler",
+    "--nepochs": "nepochs", "--nphotons": "nphotons", "--neighbor_count": "neighbor_count",
+    "--seed": "subsample_seed", "--torch_loss_mode": "torch_loss_mode", "--scheduler": "scheduler",
 }  # fmt: skip
 #: Fields every door sets from the scenario directory (identical relative paths on every door).
 _PATHS = {"train_data_file": Path("train.npz"), "test_data_file": Path("test.npz"), "output_dir": Path(CONFIG_OUT)}
@@ -300,12 +300,12 @@ def torch_train_argv(case: Mapping[str, Any]) -> list[str]:
 #: sets the non-default value).  ``accelerator`` stays 'cpu' (the gate's machine has no GPU) and
 #: ``enable_progress_bar`` is decided by the terminal (the gate has none: False), so neither is generated.
 TORCH_EXECUTION_FLAGS: dict[str, str] = {
-    "learning_rate": "--learning-rate", "deterministic": "--no-deterministic", "logger_backend": "--logger",
-    "enable_checkpointing": "--disable-checkpointing", "checkpoint_save_top_k": "--checkpoint-save-top-k",
-    "checkpoint_monitor_metric": "--checkpoint-monitor", "checkpoint_mode": "--checkpoint-mode",
-    "early_stop_patience": "--early-stop-patience", "accum_steps": "--accumulate-grad-batches",
-    "gradient_clip_val": "--gradient-clip-val", "devices": "--devices", "num_nodes": "--num_nodes",
-    "strategy": "--strategy", "num_workers": "--num-workers", "precision": "--precision",
+    "learning_rate": "--learning_rate", "deterministic": "--no-deterministic", "logger_backend": "--logger",
+    "enable_checkpointing": "--disable_checkpointing", "checkpoint_save_top_k": "--checkpoint_save_top_k",
+    "checkpoint_monitor_metric": "--checkpoint_monitor", "checkpoint_mode": "--checkpoint_mode",
+    "early_stop_patience": "--early_stop_patience", "accum_steps": "--accumulate_grad_batches",
+    "gradient_clip_val": "--gradient_clip_val", "devices": "--devices", "num_nodes": "--num_nodes",
+    "strategy": "--strategy", "num_workers": "--num_workers", "precision": "--precision",
 }  # fmt: skip
 #: Non-default values the generator cannot derive from a type (str fields, unions); 2 devices x 2 nodes
 #: divide the case's batch of 8 (the doors stop before any process starts).

@@ -24,10 +24,17 @@ import time
 import warnings
 from collections.abc import Sequence
 
-from ptycho.cli._common import add_units_argument, show_core_log
+from ptycho.cli._common import (
+    add_units_argument,
+    make_parser,
+    show_core_log,
+    warn_legacy_flags,
+    write_resolved_config,
+)
 from ptycho.raw_data import RawData
 from ptycho.workflows import common
 from ptycho_torch.cli.shared import (
+    TORCH_LEGACY_FLAGS,
     add_common_execution_flags,
     apply_deprecated_flags,
     build_execution_config_from_args,
@@ -43,8 +50,8 @@ __all__ = ["build_parser", "cli_main", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the inference CLI."""
-    p = argparse.ArgumentParser(prog="python -m ptycho_torch.inference", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser("python -m ptycho_torch.inference", __doc__.splitlines()[0],
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_path", required=True, help="training output directory holding wts.h5.zip")
     p.add_argument("--test_data", "--test_data_file", dest="test_data", required=True,
                    help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
@@ -53,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n_groups", type=int, default=None, help="groups to reconstruct (default: one per scan point)")
     p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=None, help="seed of the grouping")
-    p.add_argument("--inference-batch-size", dest="inference_batch_size", type=int, default=None,
+    p.add_argument("--batch_size", "--inference_batch_size", "--inference-batch-size", dest="batch_size",
+                   type=int, default=None,
                    help="groups per forward pass (default 64)")
     p.add_argument("--M", dest="M", type=int, default=20, help="central crop of each object used for stitching")
     add_common_execution_flags(p)
@@ -64,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, load the bundle, reconstruct and write the outputs; returns the exit status."""
     from ptycho_torch.workflows.components import load_inference_bundle_torch, predict_objects
 
+    warn_legacy_flags(argv, TORCH_LEGACY_FLAGS)
     args = apply_deprecated_flags(build_parser().parse_args(argv))
     show_core_log("ptycho_torch.inference", bool(args.quiet))
     start = time.perf_counter()
@@ -83,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     written, score = common.write_stitched_outputs(output_dir, stitched, container.global_offsets, test.N, args.M,
                                                    test.objectGuess, metadata={"n_groups": len(container)})
+    written.append(write_resolved_config(args, output_dir))
     if not args.quiet:
         if score is not None:
             print(f"stitched vs true object: {common.score_summary(score)}")

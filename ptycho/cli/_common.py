@@ -17,8 +17,9 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ptycho.errors import PtychoError
 
@@ -45,6 +46,58 @@ STITCH_M: int = 20
 def stitch_crop(N: int) -> int:
     """Central crop ``M`` used to stitch objects of size ``N``: ``min(20, N // 2)``."""
     return min(STITCH_M, int(N) // 2)
+
+
+#: Name of the resolved configuration every training and inference CLI writes next to its outputs.
+RESOLVED_CONFIG_NAME = "config.yaml"
+#: Parsed attributes that describe how the command ran, not the run (left out of the resolved config).
+_NOT_RUN_SETTINGS = frozenset({"config", "debug", "__path__"})
+
+
+def make_parser(prog: str, description: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """The argument parser of every training / inference CLI of both backends (jsonargparse, a drop-in
+    ``argparse.ArgumentParser``), with the flags they all share:
+
+    * ``--config FILE``: YAML or JSON mapping of flag values (keys: the option names without ``--``,
+      e.g. ``nepochs: 30``); flags after it on the command line override it, an unknown key is refused
+      (exit 2).  The ``config.yaml`` a run writes (:func:`write_resolved_config`) is such a file.
+    * ``--debug``: show the traceback of an error instead of the one-line message.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=description, exit_on_error=True, **kwargs)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="YAML or JSON file of flag values (keys: flag names without '--'); flags after it "
+                             "override it")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def warn_legacy_flags(argv: Sequence[str] | None, legacy: Mapping[str, str]) -> None:
+    """A DeprecationWarning for each legacy spelling in ``argv`` (``legacy``: old flag -> its replacement)."""
+    for token in sys.argv[1:] if argv is None else argv:
+        flag = str(token).split("=", 1)[0]
+        if flag in legacy:
+            warnings.warn(f"{flag} is deprecated; use {legacy[flag]}", DeprecationWarning, stacklevel=3)
+
+
+def write_resolved_config(args: argparse.Namespace, output_dir: str | os.PathLike) -> Path:
+    """Write every setting of the run (defaults included; paths as strings) to ``output_dir/config.yaml``,
+    atomically: ``--config output_dir/config.yaml`` repeats the run."""
+    import yaml
+
+    from ptycho.atomic import atomic_write_bytes
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, os.PathLike):
+            return os.fspath(v)
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    settings = {k: plain(v) for k, v in sorted(vars(args).items()) if k not in _NOT_RUN_SETTINGS}
+    text = yaml.safe_dump(settings, sort_keys=True, default_flow_style=False)
+    return atomic_write_bytes(Path(output_dir) / RESOLVED_CONFIG_NAME, text.encode("utf-8"))
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,7 +225,8 @@ def show_core_log(prog: str, quiet: bool = False) -> None:
 
 def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
              argv: Sequence[str] | None) -> int:
-    """Parse ``argv``, run ``body`` and turn expected errors into one readable line (:func:`exit_status`)."""
+    """Parse ``argv``, run ``body`` and turn expected errors into one readable line (:func:`exit_status`);
+    with ``--debug`` the error propagates with its traceback."""
     args = parser.parse_args(argv)
     quiet_frameworks()
     show_core_log(prog, bool(getattr(args, "quiet", False)))
@@ -183,6 +237,8 @@ def run_main(prog: str, body: Callable[[argparse.Namespace], int], parser: argpa
             raise FileExistsError(f"--output_dir {output_dir} is an existing file, not a directory")
         return body(args)
     except (PtychoError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, MemoryError) as exc:
+        if getattr(args, "debug", False):
+            raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         if isinstance(exc, MemoryError):
             message = f"out of memory ({exc or 'no detail'}); use smaller inputs"

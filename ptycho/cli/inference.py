@@ -10,7 +10,8 @@ Outputs in ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``, `
 ``global_offsets``, ``N``, ``M``, ``covered``), ``amplitude.png`` and ``phase.png``; when the data
 has a true object (``objectGuess``) also ``comparison.png`` and ``score.json``
 (``ptycho.evaluation.score_stitched``).  The data may be an NPZ, a CXI file or a Ptychodus HDF5
-training file (``--diff3d_units``).
+training file (``--diff3d_units``).  ``config.yaml``: every setting of the run (``--config`` takes
+such a file; flags after it override it).  ``--debug`` shows the traceback of an error.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ from pathlib import Path
 from ptycho.cli._common import (
     add_common_arguments,
     fit_batch_size,
+    make_parser,
     require_file,
     resolve_n_groups,
     run_main,
     stitch_crop,
+    write_resolved_config,
 )
 
 PROG = "ptycho_inference"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Reconstruct a dataset with a trained wts.h5.zip.")
+    parser = make_parser(PROG, "Reconstruct a dataset with a trained wts.h5.zip.")
     add_common_arguments(parser)
     parser.add_argument("--model_path", type=Path, help="directory holding wts.h5.zip (or the zip itself)")
     parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path,
@@ -102,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     _amp, _phase, stitched = common.stitch(objects, container.global_offsets, M)
     out = Path(args.output_dir)
     written, score = common.write_stitched_outputs(out, stitched, container.global_offsets, N, M, raw.objectGuess)
+    written.append(write_resolved_config(args, out))
     if not args.quiet:
         print(f"{PROG}: {len(container)} groups of {gridsize}x{gridsize} -> {stitched.shape[0]}x{stitched.shape[1]}",
               file=sys.stderr)

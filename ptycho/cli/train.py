@@ -6,8 +6,12 @@ Examples::
     ptycho_train --train_data_file train.npz --test_data_file test.npz --gridsize 2 \\
         --nepochs 30 --output_dir run2 [--backend pytorch]
 
-Outputs in ``--output_dir``: ``wts.h5.zip`` (the model bundle), ``history.csv`` (loss per
-epoch), ``history.png`` (loss plot); with test data also the stitched reconstruction
+Every setting may also come from ``--config run.yaml`` (YAML or JSON, keys = flag names; flags
+after it override it); ``--debug`` shows the traceback of an error.
+
+Outputs in ``--output_dir``: ``config.yaml`` (every setting of the run; ``--config`` it to repeat
+the run), ``wts.h5.zip`` (the model bundle), ``history.csv`` (loss per epoch), ``history.png`` (loss
+plot); with test data also the stitched reconstruction
 (``reconstruction.npz``, ``amplitude.png``, ``phase.png``; when the test data has a true object
 also ``comparison.png`` and ``score.json``: SSIM, PSNR, FRC and Pearson correlation against it,
 ``ptycho.evaluation.score_stitched``); with ``--simulate`` also ``simulated_data.npz``.
@@ -25,10 +29,12 @@ from typing import Any
 from ptycho.cli._common import (
     add_common_arguments,
     fit_batch_size,
+    make_parser,
     require_file,
     resolve_n_groups,
     run_main,
     stitch_crop,
+    write_resolved_config,
 )
 
 PROG = "ptycho_train"
@@ -39,7 +45,7 @@ HISTORY_SERIES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Train PtychoPINN and save wts.h5.zip.")
+    parser = make_parser(PROG, "Train PtychoPINN and save wts.h5.zip.")
     add_common_arguments(parser)
     data = parser.add_argument_group("data")
     data.add_argument("--train_data_file", type=Path,
@@ -150,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     n_groups = resolve_n_groups(args)
     train, test = _load_data(args, out)  # creates out only for --simulate: a refused input leaves no directory
     out.mkdir(parents=True, exist_ok=True)
+    write_resolved_config(args, out)
     gridsize = 1 if args.gridsize is None else args.gridsize
     extra = {} if n_groups is None else {"n_groups": n_groups}
     args.batch_size = fit_batch_size(PROG, args.batch_size, min(n_groups or len(train.xcoords), len(train.xcoords)))

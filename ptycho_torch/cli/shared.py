@@ -27,6 +27,7 @@ from ptycho.errors import PtychoError
 __all__ = [
     "add_common_execution_flags",
     "apply_deprecated_flags",
+    "TORCH_LEGACY_FLAGS",
     "TRAINING_EXECUTION_ARGS",
     "build_execution_config_from_args",
     "resolve_accelerator",
@@ -69,7 +70,7 @@ def validate_numeric_flags(args: argparse.Namespace) -> None:
     from ptycho.cli._common import _check_int, validate_numeric_args
 
     validate_numeric_args(args)
-    for flag, low in (("max_epochs", 1), ("inference_batch_size", 1), ("M", 1), ("num_workers", 0),
+    for flag, low in (("nepochs", 1), ("batch_size", 1), ("M", 1), ("num_workers", 0),
                       ("n_subsample", 1), ("neighbor_count", 1), ("accumulate_grad_batches", 1),
                       ("checkpoint_save_top_k", -1), ("early_stop_patience", 0)):
         _check_int(f"--{flag}", getattr(args, flag, None), low)
@@ -116,17 +117,30 @@ def apply_deprecated_flags(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+#: Legacy spellings of the torch CLIs' flags -> the one vocabulary every CLI shares (underscores, as
+#: ``ptycho_train`` / ``ptycho_inference`` and the config field names).  Still accepted, with a DeprecationWarning.
+TORCH_LEGACY_FLAGS: dict[str, str] = {
+    "--max_epochs": "--nepochs", "--torch-loss-mode": "--torch_loss_mode", "--learning-rate": "--learning_rate",
+    "--enable-checkpointing": "--enable_checkpointing", "--disable-checkpointing": "--disable_checkpointing",
+    "--checkpoint-save-top-k": "--checkpoint_save_top_k", "--checkpoint-monitor": "--checkpoint_monitor",
+    "--checkpoint-mode": "--checkpoint_mode", "--early-stop-patience": "--early_stop_patience",
+    "--accumulate-grad-batches": "--accumulate_grad_batches", "--gradient-clip-val": "--gradient_clip_val",
+    "--num-nodes": "--num_nodes", "--num-workers": "--num_workers", "--inference-batch-size": "--batch_size",
+    "--inference_batch_size": "--batch_size",
+}  # fmt: skip
+
+
 def add_common_execution_flags(parser: argparse.ArgumentParser) -> None:
     """Flags both CLIs share: accelerator, workers, precision, speed options, quiet."""
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"], default=None,
                         help="hardware to run on (default auto: CUDA if available, else CPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--num-workers", dest="num_workers", type=int,
+    parser.add_argument("--num_workers", "--num-workers", dest="num_workers", type=int,
                         default=PyTorchExecutionConfig.num_workers, help="DataLoader worker processes")
     parser.add_argument("--precision", choices=["32-true", "16-mixed", "bf16-mixed"],
                         default=PyTorchExecutionConfig.precision,
                         help="numeric precision of the CNN (the physics always runs in float32)")
-    parser.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+    parser.add_argument("--channels_last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                         help="channels-last memory format for the CNN (default: on)")
     parser.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the CNN (default: on for CUDA, off on CPU)")
@@ -165,23 +179,25 @@ def build_execution_config_from_args(args: argparse.Namespace, mode: str = "trai
         kw.update({field: given[attr] for attr, field in TRAINING_EXECUTION_ARGS.items() if attr in given})
         if "logger" in given:
             kw["logger_backend"] = None if given["logger"] == "none" else given["logger"]
-    elif "inference_batch_size" in given:
-        kw["inference_batch_size"] = int(given["inference_batch_size"])
+    elif "batch_size" in given:  # the inference CLI's --batch_size: groups per forward pass
+        kw["inference_batch_size"] = int(given["batch_size"])
     return PyTorchExecutionConfig(**kw)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main(argv)``; errors are printed as ``error: <message>``, never as tracebacks, with the exit
-    status every CLI uses (``ptycho.cli._common.exit_status``: 2 refused input, 1 failed run)."""
+    """Run ``main(argv)``; errors are printed as ``error: <message>``, never as tracebacks (``--debug``: the
+    traceback), with the exit status every CLI uses (``ptycho.cli._common.exit_status``: 2 refused input, 1
+    failed run)."""
     from ptycho.cli._common import exit_status, one_line
 
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         return main(argv)
-    except (PtychoError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return exit_status(exc)
-    except MemoryError as exc:
-        print(f"error: out of memory ({exc or 'no detail'}); use smaller inputs", file=sys.stderr)
+    except (PtychoError, FileNotFoundError, ValueError, KeyError, RuntimeError, OSError, MemoryError) as exc:
+        if debug:
+            raise
+        message = f"out of memory ({exc or 'no detail'}); use smaller inputs" if isinstance(exc, MemoryError) else exc
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return exit_status(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

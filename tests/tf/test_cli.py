@@ -148,7 +148,7 @@ def test_train_errors_are_readable(tmp_path, capsys):
         ("ptycho.cli.inference", ["--help"], 0, "--model_path"),
         ("ptycho.cli.train", ["--bogus"], 2, "unrecognized arguments: --bogus"),
         ("ptycho.cli.train", ["--backend", "jax"], 2, "invalid choice: 'jax'"),
-        ("ptycho.cli.train", ["--train_data_file", "/nonexistent/x.npz", "--output_dir", "OUT"], 1, "no such file"),
+        ("ptycho.cli.train", ["--train_data_file", "/nonexistent/x.npz", "--output_dir", "OUT"], 2, "no such file"),
     ],
 )
 def test_python_m_entry_points(module, args, code, text, tmp_path):

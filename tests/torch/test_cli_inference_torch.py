@@ -16,7 +16,7 @@ class TestInferenceCLI:
         bundle_dir, _results, _ = trained_gs2
         out = tmp_path / "infer"
         rc = infer_cli.cli_main(["--model_path", str(bundle_dir), "--test_data", str(sim_npz), "--output_dir",
-                                 str(out), "--n_groups", "12", "--accelerator", "cpu", "--inference-batch-size", "5"])
+                                 str(out), "--n_groups", "12", "--accelerator", "cpu", "--batch_size", "5"])
         assert rc == 0, capsys.readouterr().err
         with np.load(out / "reconstruction.npz") as npz:
             amp, phase, obj = npz["amplitude"], npz["phase"], npz["object"]

@@ -35,10 +35,10 @@ class TestExecutionConfigCLI:
 
     def test_every_flag_reaches_the_execution_config(self):
         args = train_cli.apply_deprecated_flags(_args(
-            "--accelerator", "cpu", "--no-deterministic", "--num-workers", "2", "--learning-rate", "5e-4",
-            "--scheduler", "Exponential", "--logger", "none", "--quiet", "--disable-checkpointing",
-            "--checkpoint-save-top-k", "3", "--checkpoint-monitor", "train_loss", "--checkpoint-mode", "max",
-            "--early-stop-patience", "7", "--accumulate-grad-batches", "2", "--gradient-clip-val", "0.5",
+            "--accelerator", "cpu", "--no-deterministic", "--num_workers", "2", "--learning_rate", "5e-4",
+            "--scheduler", "Exponential", "--logger", "none", "--quiet", "--disable_checkpointing",
+            "--checkpoint_save_top_k", "3", "--checkpoint_monitor", "train_loss", "--checkpoint_mode", "max",
+            "--early_stop_patience", "7", "--accumulate_grad_batches", "2", "--gradient_clip_val", "0.5",
             "--precision", "bf16-mixed",
         ))
         cfg = build_execution_config_from_args(args, "training")
@@ -111,7 +111,7 @@ class TestExecutionConfigCLI:
         out = tmp_path / "run"
         rc = train_cli.cli_main([
             "--train_data_file", str(sim_npz), "--test_data_file", str(sim_npz), "--output_dir", str(out),
-            "--n_groups", "16", "--gridsize", "2", "--batch_size", "8", "--max_epochs", "1",
+            "--n_groups", "16", "--gridsize", "2", "--batch_size", "8", "--nepochs", "1",
             "--accelerator", "cpu", "--logger", "csv", "--quiet",
         ])
         assert rc == 0, capsys.readouterr().err
@@ -137,3 +137,37 @@ class TestExecutionConfigCLI:
         with pytest.raises(SystemExit) as exc:
             train_cli.cli_main(["--train_data_file", "a", "--output_dir", "b", "--accelerator", "tpu"])
         assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_one_flag_vocabulary_across_the_training_and_inference_clis():
+    """Every flag the torch CLIs share with ptycho_train / ptycho_inference is spelled the same (its first option
+    string), and every other spelling is a deprecated alias that warns."""
+    from ptycho.cli import inference as cli_inference
+    from ptycho.cli import train as cli_train
+    from ptycho_torch import inference as torch_inference
+    from ptycho_torch.cli.shared import TORCH_LEGACY_FLAGS
+
+    def primaries(parser):
+        return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+
+    for ours, theirs in ((train_cli.build_parser(), cli_train.build_parser()),
+                         (torch_inference.build_parser(), cli_inference.build_parser())):
+        mine, unified = primaries(ours), primaries(theirs)
+        for dest in set(mine) & set(unified):
+            assert mine[dest] == unified[dest], dest
+        for action in ours._actions:
+            for alias in action.option_strings[1:]:
+                if alias.startswith("--no-") or alias == "--help":
+                    continue
+                assert alias in TORCH_LEGACY_FLAGS or alias in ("--disable_checkpointing", "--test_data_file",
+                                                                "--num-nodes"), alias
+
+
+def test_legacy_dashed_flags_still_parse_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match="--learning-rate is deprecated"):
+        rc = train_cli.cli_main(["--train_data_file", str(tmp_path / "missing.npz"), "--output_dir",
+                                 str(tmp_path / "o"), "--learning-rate", "5e-4", "--max_epochs", "2"])
+    assert rc == 2  # parsed (the missing file is what is refused)
+    args = train_cli.build_parser().parse_args(["--train_data_file", "t.npz", "--output_dir", "o", "--learning-rate",
+                                                "5e-4", "--max_epochs", "2", "--early-stop-patience", "3"])
+    assert (args.learning_rate, args.nepochs, args.early_stop_patience) == (5e-4, 2, 3)

@@ -71,7 +71,7 @@ def test_run_pytorch_train_save_load_infer(sim_npz, tmp_path):
     train_dir, infer_dir = tmp_path / "train", tmp_path / "infer"
     _run("ptycho_torch.train", "--train_data_file", str(sim_npz), "--test_data_file", str(sim_npz),
          "--output_dir", str(train_dir), "--n_groups", "16", "--gridsize", "1", "--batch_size", "8",
-         "--max_epochs", "2", "--accelerator", "cpu", "--logger", "none", "--quiet")
+         "--nepochs", "2", "--accelerator", "cpu", "--logger", "none", "--quiet")
     assert (train_dir / "wts.h5.zip").is_file() and (train_dir / "history.csv").is_file()
     history = (train_dir / "history.csv").read_text().splitlines()
     assert len(history) == 3  # header + 2 epochs
@@ -103,7 +103,7 @@ def test_end_to_end_time_gridsize1(tmp_path):
     """2 epochs, 64 patterns, gridsize 1, batch 4, then inference on 32: report the wall time (upstream: 36 s)."""
     start = time.perf_counter()
     _run("ptycho_torch.train", "--train_data_file", FIXTURE, "--test_data_file", FIXTURE, "--output_dir",
-         str(tmp_path / "t"), "--n_groups", "64", "--gridsize", "1", "--batch_size", "4", "--max_epochs", "2",
+         str(tmp_path / "t"), "--n_groups", "64", "--gridsize", "1", "--batch_size", "4", "--nepochs", "2",
          "--accelerator", "cpu", "--logger", "none", "--quiet")
     _run("ptycho_torch.inference", "--model_path", str(tmp_path / "t"), "--test_data", FIXTURE, "--output_dir",
          str(tmp_path / "i"), "--n_groups", "32", "--accelerator", "cpu", "--quiet")

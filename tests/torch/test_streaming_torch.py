@@ -57,6 +57,6 @@ def test_training_cli_streams_the_training_file(sim_npz, tmp_path):
     out = tmp_path / "run"
     with params.isolated():
         rc = torch_cli.main(["--train_data_file", str(sim_npz), "--output_dir", str(out), "--n_groups", "24",
-                             "--batch_size", "8", "--max_epochs", "1", "--accelerator", "cpu", "--logger", "none",
-                             "--disable-checkpointing", "--quiet", "--stream"])
+                             "--batch_size", "8", "--nepochs", "1", "--accelerator", "cpu", "--logger", "none",
+                             "--disable_checkpointing", "--quiet", "--stream"])
     assert rc == 0 and (out / "wts.h5.zip").is_file() and (out / "history.csv").is_file()
