@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from conformance import user_paths
+from conformance.inputs import TRAIN_NAME
 from conformance.scenarios import REFERENCE_STAGES, STAGES, Scenario
 
 __all__ = [
@@ -658,7 +659,20 @@ class PyTorchAdapter(Adapter):
                 "refusals": {"ptycho_train": self._refusal("ptycho_train", cli_train.main),
                              "torch_train": self._refusal("torch_train", torch_train.cli_main),
                              "ptycho_inference": self._refusal("ptycho_inference", cli_inference.main),
-                             "torch_inference": self._refusal("torch_inference", torch_inference.cli_main)}}
+                             "torch_inference": self._refusal("torch_inference", torch_inference.cli_main),
+                             "train_api_world": self._world_refusal(scenario)}}
+
+    def _world_refusal(self, scenario: Scenario) -> dict[str, Any]:
+        """``train_cdi_model_torch`` asked for twice as many DDP replicas as the global batch has groups."""
+        from conformance.contracts import outcome
+        from ptycho.config.config import PyTorchExecutionConfig
+        from ptycho_torch.workflows.components import train_cdi_model_torch
+
+        config = scenario.training_config(TRAIN_NAME, "refused/pytorch/world")
+        execution = PyTorchExecutionConfig(accelerator="cpu", devices=2 * int(config.batch_size), strategy="ddp",
+                                           logger_backend=None, enable_checkpointing=False)
+        return {"outcome": outcome(lambda: train_cdi_model_torch(_read_raw(Path(TRAIN_NAME)), None, config, execution,
+                                                                 quiet=True))}
 
     def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
                   ) -> dict[str, np.ndarray]:
@@ -769,7 +783,7 @@ class ReferenceAdapter(Adapter):
             snapshot(f"config/{door}")
         return {"doors": list(user_paths.DOORS),
                 "execution": {d: user_paths.expected_execution(d, case) for d in user_paths.EXECUTION_DOORS},
-                "refusals": {d: dict(user_paths.REFUSAL) for d in user_paths.REFUSAL_DOORS}}
+                "refusals": {d: dict(want) for d, want in user_paths.REFUSAL_EXPECTED.items()}}
 
     def inference(self, scenario: Scenario, run_dir: Path, test_file: Path, snapshot: Callable[[str], None]
                   ) -> dict[str, np.ndarray]:

@@ -13,9 +13,12 @@ a hand-written list):
 * an integer size argument (``P``, ``N``, ``n``, ``M``): 0, its negative, and one more (odd where even
   is required; too large where it must fit).
 
-:func:`probe` calls each variant and records whether the side *refused* it (raised) or returned.  The
-comparison is TensorFlow against PyTorch, case by case: the backends must agree on what they refuse.
-Cases one backend refuses and the other computes are a divergence (a missing or a broken guard).
+:func:`probe` calls each variant and records what the side did (:func:`outcome`): ``computes`` (it
+returned), ``refuses`` (it raised a documented refusal: ``ValueError``, ``TypeError`` or a
+``PtychoError``, i.e. a check named the argument) or ``fails: <type>`` (it broke somewhere inside on an
+input it should have refused: a framework error, an ``IndexError``...).  The NumPy reference is the
+spec: each backend must do what it does, case by case.  A backend that computes what the spec
+refuses lacks a guard; one that fails where the spec refuses has a guard that did not fire.
 Nothing here imports tensorflow or torch.
 """
 
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SIZE_ARGS", "malformed_calls", "probe"]
+__all__ = ["SIZE_ARGS", "malformed_calls", "outcome", "probe"]
 
 #: Integer size arguments of the physics ops (``conformance.inputs.OP_SIGNATURES`` names).
 SIZE_ARGS: frozenset[str] = frozenset({"P", "N", "n", "M"})
@@ -67,15 +70,21 @@ def malformed_calls(positional: Sequence[str], args: Sequence[Any], kwargs: Mapp
             yield f"{name}/{tag}", tuple(new), dict(kwargs)
 
 
+def outcome(call: Callable[[], Any]) -> str:
+    """``computes``, ``refuses`` or ``fails: <exception type>`` for one call (see the module docstring)."""
+    from ptycho.errors import PtychoError
+
+    try:
+        call()
+    except (ValueError, TypeError, PtychoError):
+        return "refuses"
+    except Exception as exc:  # noqa: BLE001 -- what broke is the finding
+        return f"fails: {type(exc).__name__}"
+    return "computes"
+
+
 def probe(call: Callable[..., Any], positional: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]
-          ) -> dict[str, bool]:
-    """``{case: refused}`` for every malformed variant of ``call(*args, **kwargs)`` (refused: it raised)."""
-    out = {}
-    for case, a, kw in malformed_calls(positional, args, kwargs):
-        try:
-            call(*a, **kw)
-        except Exception:  # noqa: BLE001 -- any refusal counts; what matters is that both sides refuse
-            out[case] = True
-        else:
-            out[case] = False
-    return out
+          ) -> dict[str, str]:
+    """``{case: outcome}`` for every malformed variant of ``call(*args, **kwargs)``."""
+    return {case: outcome(lambda a=a, kw=kw: call(*a, **kw))
+            for case, a, kw in malformed_calls(positional, args, kwargs)}

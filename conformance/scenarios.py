@@ -544,11 +544,14 @@ REGISTRY: dict[str, Scenario] = _registry([
                               "scale, Poisson + 0.3 MAE; 29 groups (28 + 1 for validation; 29 test groups: not "
                               "multiples of the batch of 8); every config door"),
     make_scenario("wf_gs3_warmup", gridsize=3, batch=4, stages=(*E2E[:2], "data", "workflow", "inference"), seed=27,
-                  n_positions=48, n_test_positions=21,
+                  n_positions=48, n_test_positions=21, nphotons=1e3,
                   training={"nepochs": 3, "batch_size": 8, "n_groups": 20, "scheduler": "WarmupCosine",
-                            "lr_warmup_epochs": 1, "lr_min_ratio": 0.2},
-                  description="gridsize 3 workflow with WarmupCosine; 20 test groups reloaded through every "
-                              "inference entry point"),
+                            "lr_warmup_epochs": 1, "lr_min_ratio": 0.2, "realspace_weight": 1.0,
+                            "realspace_mae_weight": 1.0},
+                  description="gridsize 3 workflow with WarmupCosine and the real-space loss at full weight, at "
+                              "1e3 photons per pattern so that it is a visible part of the objective (at 1e9 the "
+                              "Poisson NLL is ~1e7 and any real-space term ~1e-8 of it); 20 test groups reloaded "
+                              "through every inference entry point"),
 ])
 
 #: The scenarios ``nox -s parity`` runs, in report order.

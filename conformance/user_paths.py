@@ -52,6 +52,7 @@ __all__ = [
     "EXECUTION_DOORS",
     "REFUSAL",
     "REFUSAL_DOORS",
+    "REFUSAL_EXPECTED",
     "TORCH_EXECUTION_FLAGS",
     "TORCH_RENAMED",
     "bridged_fields",
@@ -362,11 +363,19 @@ def execution_record(config: PyTorchExecutionConfig) -> dict[str, Any]:
 #: What every CLI must do with inputs it cannot use: exit status 2 (a refused input,
 #: ``ptycho.cli._common.exit_status``), no output directory created.
 REFUSAL: dict[str, Any] = {"exit": 2, "output_dir_created": False}
-#: Door -> the sides that run it: the training CLIs (given a training file that is not data) and the inference
-#: CLIs (given a model directory with no bundle and a test file that is not data).
+#: Door -> the sides that run it: the training CLIs (given a training file that is not data), the inference
+#: CLIs (given a model directory with no bundle and a test file that is not data), and ``train_api_world``:
+#: the PyTorch training API asked for more data-parallel replicas than the global batch has groups
+#: (``ptycho.distributed.check_world_size``), which must refuse before any process starts.
 REFUSAL_DOORS: dict[str, tuple[str, ...]] = {
     "ptycho_train": ("tensorflow", "pytorch"), "torch_train": ("pytorch",),
     "ptycho_inference": ("tensorflow", "pytorch"), "torch_inference": ("pytorch",),
+    "train_api_world": ("pytorch",),
+}
+#: The expected record of each refusal door (``conformance.contracts.outcome`` for the API door).
+REFUSAL_EXPECTED: dict[str, dict[str, Any]] = {
+    **{door: REFUSAL for door in REFUSAL_DOORS if door != "train_api_world"},
+    "train_api_world": {"outcome": "refuses"},
 }
 
 

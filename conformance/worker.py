@@ -260,7 +260,7 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
     if "physics_ops" in stages:
         with rec.stage("physics_ops") as entry:
             failed: dict[str, Exception] = {}
-            refusals: dict[str, bool] = {}
+            refusals: dict[str, str] = {}
             for op in OP_SIGNATURES:
                 args, kwargs = inputs.op_call(op)
                 try:
@@ -269,7 +269,7 @@ def _produce(adapter: Adapter, inputs: Inputs, stages: Sequence[str], rec: _Reco
                     failed[op] = exc
                 # input contracts: the malformed variants of the same call (conformance.contracts)
                 call = lambda *a, _op=op, **kw: adapter.physics_op(_op, *a, **kw)  # noqa: E731
-                refusals.update({f"{op}/{case}": refused for case, refused in
+                refusals.update({f"{op}/{case}": what for case, what in
                                  contracts.probe(call, OP_SIGNATURES[op][0], args, kwargs).items()})
             if refusals:
                 entry["values"] = {"refusals": refusals}

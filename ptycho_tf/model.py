@@ -40,6 +40,7 @@ import numpy as np
 
 from ptycho import conventions
 from ptycho import params as _params
+from ptycho.config.config import TrainingConfig
 from ptycho.errors import CanonicalWeightsError
 from ptycho.network_spec import INPUT_NAME, LayerSpec, NetworkSpec, network_spec_from_config
 from ptycho.reference.model import OUTPUT_KEYS
@@ -59,6 +60,9 @@ from ptycho_tf.layers import (
     Square,
     TrimObject,
 )
+
+#: The training options' defaults come from the core's TrainingConfig (dataclass field defaults).
+_TRAINING_DEFAULTS = TrainingConfig
 
 __all__ = [
     "INTERMEDIATE_KEYS",
@@ -235,8 +239,8 @@ def build_models(
     weights: Mapping[str, Any],
     probe_mask: bool,
     gaussian_smoothing_sigma: float,
-    intensity_scale_trainable: bool = True,
-    probe_trainable: bool = False,
+    intensity_scale_trainable: bool = _TRAINING_DEFAULTS.intensity_scale_trainable,
+    probe_trainable: bool = _TRAINING_DEFAULTS.probe_trainable,
     P: int | None = None,
 ) -> PtychoPINNModels:
     """Build the Keras models for ``spec`` and load ``weights`` (canonical dict) into them.
@@ -315,8 +319,8 @@ def default_canvas_size(N: int, gridsize: int) -> int:
 def create_models(
     model_config: Any,
     *,
-    intensity_scale_trainable: bool = True,
-    probe_trainable: bool = False,
+    intensity_scale_trainable: bool = _TRAINING_DEFAULTS.intensity_scale_trainable,
+    probe_trainable: bool = _TRAINING_DEFAULTS.probe_trainable,
     seed: int = 0,
     weights: Mapping[str, Any] | None = None,
 ) -> PtychoPINNModels:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from ptycho.config.config import TrainingConfig
 from ptycho.loss_weights import LossWeights
 from ptycho.network_spec import network_spec_from_config
 from ptycho_tf import BACKEND, model_manager, physics
@@ -33,6 +34,9 @@ from ptycho_tf.canonical import canonical_name, initial_weights
 from ptycho_tf.model import PtychoPINNModels, build_models
 from ptycho_tf.optim import make_optimizer
 from ptycho_tf.training import Trainer
+
+#: The training options' defaults come from the core's TrainingConfig (dataclass field defaults).
+_TRAINING_DEFAULTS = TrainingConfig
 
 __all__ = [
     "run_workflow",
@@ -102,8 +106,8 @@ def build(
     weights: Mapping[str, np.ndarray] | None,
     probe_mask: bool,
     gaussian_smoothing_sigma: float,
-    intensity_scale_trainable: bool = True,
-    probe_trainable: bool = False,
+    intensity_scale_trainable: bool = _TRAINING_DEFAULTS.intensity_scale_trainable,
+    probe_trainable: bool = _TRAINING_DEFAULTS.probe_trainable,
     seed: int = 0,
 ) -> Handle:
     """Build the Keras models for ``model_config`` (a ``ModelConfig``).
@@ -137,8 +141,19 @@ def _inputs(x_scaled: np.ndarray, positions: np.ndarray) -> tuple[tf.Tensor, tf.
     return tf.constant(np.asarray(x_scaled, np.float32)), tf.constant(np.asarray(positions, np.float32))
 
 
+def _check_inputs(spec: Any, x_scaled: np.ndarray, positions: np.ndarray) -> None:
+    """ValueError unless ``x_scaled`` is ``[B, N, N, C]`` and ``positions`` ``[B, 1, 2, C]`` for the network: a Keras
+    functional model only warns on an incompatible input shape and then fails deep inside a layer."""
+    x, p = np.shape(x_scaled), np.shape(positions)
+    if len(x) != 4 or x[1:] != (spec.N, spec.N, spec.C):
+        raise ValueError(f"network input must have shape [B, {spec.N}, {spec.N}, C={spec.C}], got {list(x)}")
+    if p != (x[0], 1, 2, spec.C):
+        raise ValueError(f"positions must have shape [B, 1, 2, C] = {[x[0], 1, 2, spec.C]}, got {list(p)}")
+
+
 def forward(handle: Handle, x_scaled: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
     """Every named intermediate (``ptycho.reference.model.OUTPUT_KEYS``) as NumPy arrays."""
+    _check_inputs(handle.models.spec, x_scaled, positions)
     out = handle.models.intermediates(list(_inputs(x_scaled, positions)), training=False)
     return {k: np.asarray(out[k]) for k in tf_model.INTERMEDIATE_KEYS}
 

@@ -342,8 +342,8 @@ def gaussian_smooth3x3(images: TensorLike, sigma: float) -> tf.Tensor:
     identity; ``sigma < 0`` raises ``ConfigError``.  ``images`` ``[B, N, N, C]``.
     """
     a = _as_float_or_complex(images)
-    if a.shape.rank != 4:
-        raise ValueError(f"images must have layout [B, N, N, C], got shape {a.shape}")
+    if a.shape.rank != 4 or min(a.shape[1] or 2, a.shape[2] or 2) < 2:
+        raise ValueError(f"images must have layout [B, N, N, C] with N >= 2 (3x3 reflect padding), got shape {a.shape}")
     s = check_sigma(sigma)
     return a if s == 0 else _smooth(a, s)
 
@@ -387,6 +387,7 @@ def combine_complex(amp: TensorLike, phase: TensorLike) -> tf.Tensor:
     """``amp * exp(i * phase)`` = ``complex(amp cos(phase), amp sin(phase))``, complex64."""
     a = tf.cast(amp, tf.float32)
     p = tf.cast(phase, tf.float32)
+    tf.broadcast_static_shape(a.shape, p.shape)  # ValueError naming both shapes unless they broadcast
     return tf.complex(a * tf.cos(p), a * tf.sin(p))
 
 

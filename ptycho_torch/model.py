@@ -33,12 +33,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ptycho.config.config import TrainingConfig
 from ptycho.conventions import padded_size
 from ptycho.network_spec import NetworkSpec, network_spec_from_config
 from ptycho.reference.model import OUTPUT_KEYS
 from ptycho_torch import physics
 from ptycho_torch.canonical import load_canonical
 from ptycho_torch.layers import SpecCNN
+
+#: The training options' defaults come from the core's TrainingConfig (dataclass field defaults).
+_TRAINING_DEFAULTS = TrainingConfig
 
 __all__ = [
     "INTERMEDIATE_KEYS",
@@ -77,8 +81,8 @@ class PtychoPINN(nn.Module):
         *,
         probe_mask: bool = False,
         gaussian_smoothing_sigma: float = 0.0,
-        intensity_scale_trainable: bool = True,
-        probe_trainable: bool = False,
+        intensity_scale_trainable: bool = _TRAINING_DEFAULTS.intensity_scale_trainable,
+        probe_trainable: bool = _TRAINING_DEFAULTS.probe_trainable,
         P: int | None = None,
     ) -> None:
         super().__init__()
@@ -215,8 +219,8 @@ class DiffractionToObj(nn.Module):
 def build_model(
     model_config: Any,
     *,
-    intensity_scale_trainable: bool = True,
-    probe_trainable: bool = False,
+    intensity_scale_trainable: bool = _TRAINING_DEFAULTS.intensity_scale_trainable,
+    probe_trainable: bool = _TRAINING_DEFAULTS.probe_trainable,
     weights: dict[str, np.ndarray] | None = None,
 ) -> PtychoPINN:
     """A :class:`PtychoPINN` for a ``ModelConfig`` (duck-typed), optionally loaded with canonical ``weights``."""

@@ -39,6 +39,9 @@ from ptycho_torch.model import PtychoPINN
 from ptycho_torch.model_manager import configs_from_params, load_torch_bundle, save_torch_bundle
 from ptycho_torch.optim import KerasAdam
 
+#: The training options' defaults come from the core's TrainingConfig (dataclass field defaults).
+_TRAINING_DEFAULTS = TrainingConfig
+
 __all__ = [
     "run_workflow",
     "PHYSICS_OPS",
@@ -99,8 +102,8 @@ def build(
     weights: Mapping[str, np.ndarray] | None,
     probe_mask: bool,
     gaussian_smoothing_sigma: float,
-    intensity_scale_trainable: bool = True,
-    probe_trainable: bool = False,
+    intensity_scale_trainable: bool = _TRAINING_DEFAULTS.intensity_scale_trainable,
+    probe_trainable: bool = _TRAINING_DEFAULTS.probe_trainable,
 ) -> TorchHandle:
     """Build the torch model for ``model_config`` with canonical ``weights``.
 

@@ -328,8 +328,9 @@ def gaussian_smooth3x3(images: Tensor, sigma: float) -> Tensor:
         sigma: ``>= 0``.
     """
     s = check_sigma(sigma)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape [B, C, N, N], got {list(images.shape)}")
+    if images.ndim != 4 or min(images.shape[2], images.shape[3]) < 2:
+        raise ValueError(f"images must have shape [B, C, N, N] with N >= 2 (3x3 reflect padding), got "
+                         f"{list(images.shape)}")
     if s == 0:
         return images
     k0, k1, k2 = (float(v) for v in gaussian_kernel3(s))
@@ -370,6 +371,10 @@ def illuminate(patches: Tensor, probe: Tensor, *, probe_mask: bool, gaussian_smo
 
 def combine_complex(amp: Tensor, phase: Tensor) -> Tensor:
     """``amp * exp(i * phase)`` (complex, from real ``amp`` and ``phase`` in radians)."""
+    try:
+        torch.broadcast_shapes(amp.shape, phase.shape)
+    except RuntimeError as exc:
+        raise ValueError(f"amp {list(amp.shape)} and phase {list(phase.shape)} do not broadcast") from exc
     return torch.complex(amp * torch.cos(phase), amp * torch.sin(phase))
 
 
