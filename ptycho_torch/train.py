@@ -24,7 +24,6 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from ptycho.cli._common import (
     add_units_argument,
@@ -137,15 +136,6 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def _streamed(stream: Any, config: Any) -> Any:
-    """A ``ptycho.streaming.StreamingRawData`` grouped on positions only, patterns left on disk."""
-    if config.n_subsample:
-        raise ValueError("--stream groups every scan position: it cannot be combined with --n_subsample")
-    return stream.group(N=config.model.N, gridsize=config.model.gridsize, K=config.neighbor_count,
-                                      nsamples=int(config.n_groups), seed=common.workflow_seed(config),
-                                      sequential_sampling=bool(config.sequential_sampling))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, save the bundle and the history; returns the exit status."""
     from ptycho_torch.workflows.components import run_cdi_example_torch
@@ -172,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     execution = build_execution_config_from_args(args, "training")
     payload = create_training_payload(args.train_data_file, output_dir, _overrides(args), execution)
     if args.stream:
-        train = _streamed(stream, payload.tf_training_config)
+        train = common.group_streamed(stream, payload.tf_training_config)
     _amp, _phase, results = run_cdi_example_torch(
         train, test, payload.tf_training_config, execution_config=payload.execution_config,
         runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile), quiet=args.quiet,

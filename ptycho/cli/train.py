@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true",
         help="train on built-in simulated data (ptycho.simulate) when no --train_data_file is given",
     )
+    data.add_argument(
+        "--stream", action="store_true",
+        help="read the training patterns from disk batch by batch (data larger than memory; an uncompressed NPZ "
+             "of amplitudes: ptycho.streaming); grouping uses the positions alone",
+    )
     data.add_argument("--N", type=int, default=64, help="--simulate: patch size in pixels (default 64)")
     data.add_argument("--n_positions", type=int, default=512, help="--simulate: scan positions (default 512)")
     train = parser.add_argument_group("training")
@@ -94,7 +99,13 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
     """(train RawData, test RawData or None); simulates and writes ``simulated_data.npz`` with ``--simulate``."""
     from ptycho.raw_data import RawData
 
-    if args.train_data_file is not None:
+    if args.stream:
+        from ptycho.streaming import open_streaming
+
+        if args.train_data_file is None:
+            raise ValueError("--stream reads --train_data_file from disk: give one (it cannot stream --simulate)")
+        train = open_streaming(require_file(args.train_data_file, "--train_data_file"))
+    elif args.train_data_file is not None:
         train = RawData.from_file(require_file(args.train_data_file, "--train_data_file"),
                                   diffraction_is=args.diff3d_units)
     elif args.simulate:
@@ -175,10 +186,13 @@ def _run(args: argparse.Namespace) -> int:
     if n_groups is None:
         config.n_groups = len(train.xcoords)
     from ptycho.workflows import common
+
+    if args.stream:  # group on positions; the patterns stay on disk (a StreamingContainer)
+        train = common.group_streamed(train, config)
     from ptycho.workflows.backend_selector import run_cdi_example_with_backend
 
     amp, phase, results = run_cdi_example_with_backend(
-        train, test, config, M=stitch_crop(train.N), do_stitching=test is not None,
+        train, test, config, M=stitch_crop(config.model.N), do_stitching=test is not None,
         torch_execution_config=_execution_config(args), quiet=args.quiet,
         devices=args.devices, num_nodes=args.num_nodes,
         resume=args.resume, checkpoint=True, logger=None if args.logger == "none" else args.logger,
@@ -192,8 +206,9 @@ def _run(args: argparse.Namespace) -> int:
     written = [bundle, out / "history.csv", out / "history.png"]
     score = None
     if amp is not None:
-        paths, score = common.write_stitched_outputs(out, results["stitched"], results["global_offsets"], train.N,
-                                                     stitch_crop(train.N), getattr(test, "objectGuess", None))
+        N = config.model.N
+        paths, score = common.write_stitched_outputs(out, results["stitched"], results["global_offsets"], N,
+                                                     stitch_crop(N), getattr(test, "objectGuess", None))
         written += paths
     if not args.quiet:
         losses = results["history"]["train_loss"]

@@ -33,6 +33,17 @@ def workflow_seed(config: Any) -> int:
     return DEFAULT_SEED if seed is None else int(seed)
 
 
+def group_streamed(stream: Any, config: Any) -> Any:
+    """A ``ptycho.streaming.StreamingRawData`` grouped for ``config`` on positions only (patterns stay on disk):
+    the ``StreamingContainer`` both backends train on (``ptycho_train --stream``, ``python -m ptycho_torch.train
+    --stream``).  Streaming groups every scan position, so ``n_subsample`` is refused."""
+    if config.n_subsample:
+        raise ValueError("--stream groups every scan position: it cannot be combined with --n_subsample")
+    return stream.group(N=config.model.N, gridsize=config.model.gridsize, K=config.neighbor_count,
+                        nsamples=int(config.n_groups), seed=workflow_seed(config),
+                        sequential_sampling=bool(config.sequential_sampling))
+
+
 def subsample(data: RawData, n_subsample: int | None, seed: int) -> RawData:
     """Keep ``n_subsample`` scan positions chosen at random (sorted, seeded); all when None or larger."""
     M = len(data.xcoords)

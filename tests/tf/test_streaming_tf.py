@@ -33,3 +33,27 @@ def test_streamed_training_matches_in_memory_training(tmp_path):
     np.testing.assert_allclose(runs["stream"][0], runs["memory"][0], rtol=1e-5)
     for key, w in runs["memory"][1].items():
         assert np.max(np.abs(runs["stream"][1][key] - w)) < 1e-4, key
+
+
+@pytest.mark.slow
+def test_ptycho_train_stream_flag_matches_the_in_memory_run(tmp_path):
+    """``ptycho_train --stream`` (patterns read per batch from the uncompressed NPZ) trains what the in-memory
+    command trains, and writes the same outputs; --stream without a training file is refused (exit 2)."""
+    import csv
+
+    from ptycho.cli import train as cli_train
+
+    path = tmp_path / "scan.npz"
+    simulate_dataset(N=32, n_positions=40, nphotons=1e6, seed=4).to_file(path)
+    losses = {}
+    for name, extra in (("memory", []), ("stream", ["--stream"])):
+        out = tmp_path / name
+        with params.isolated():
+            rc = cli_train.main(["--train_data_file", str(path), "--output_dir", str(out), "--n_groups", "24",
+                                 "--batch_size", "8", "--nepochs", "2", "--n_filters_scale", "1", "--nphotons", "1e6",
+                                 "--seed", "3", "--logger", "none", "--quiet", *extra])
+        assert rc == 0 and (out / "wts.h5.zip").is_file()
+        with open(out / "history.csv") as f:
+            losses[name] = [float(row["train_loss"]) for row in csv.DictReader(f)]
+    np.testing.assert_allclose(losses["stream"], losses["memory"], rtol=1e-5)
+    assert cli_train.main(["--simulate", "--stream", "--output_dir", str(tmp_path / "no")]) == 2
