@@ -82,12 +82,13 @@ BASE_SCENARIOS: tuple[str, ...] = ("gs1_n32", "smoothing_mask_gs2", "offcentre_g
                                    "pinn_mixed_loss_gs2", "bad_pixels_gs2")
 #: Modules of each backend's own user paths (data pipeline, training loop, bundle round trip, config doors,
 #: CLIs, runtime; file stems, matched in either backend's tree), for which the rule adds
-#: :data:`USER_PATH_SCENARIOS`.  The other modules (physics, layers, model, optim, canonical, parity_api)
-#: are the network and its maths, which the base scenarios drive directly; ``losses`` is in the set
-#: because its real-space terms are reached only through the training loops.
+#: :data:`USER_PATH_SCENARIOS`.  The other modules (physics, model, optim, canonical, parity_api) are the
+#: network and its maths, which the base scenarios drive directly; ``losses`` is in the set because its
+#: real-space terms are reached only through the training loops, ``layers`` because its channels-last
+#: code (the training loops' default memory format, ``ptycho_torch.runtime``) runs only there.
 WORKFLOW_MODULES: frozenset[str] = frozenset({
     "components", "training", "model_manager", "data", "train", "inference", "config_factory", "config_bridge",
-    "config_params", "runtime", "shared", "trainer", "losses",
+    "config_params", "runtime", "shared", "trainer", "losses", "layers",
 })
 #: Modules with code that runs only with several replicas (rank-aware batch plan, cross-rank loss
 #: reduction, the world-size checks): the rule adds the distributed parity check
@@ -403,6 +404,9 @@ def markdown(results: Sequence[MutantResult], summary: dict[str, Any], equivalen
         f"({summary['equivalent']} equivalent, {summary['broken']} broken runs not scored); sample of "
         f"{summary['total']} (seed {meta['seed']}) from {meta['population']} cosmic-ray mutants of "
         f"{len(meta['modules'])} modules; {meta['seconds']:.0f} s with {meta['jobs']} gates at once.", "",
+        *([f"Merged: {len(meta['rerun'])} mutants run again after a change of the scenario rule for their module "
+           f"({', '.join(f'`{i}`' for i in meta['rerun'])}); the others' results are the earlier run's "
+           f"({meta.get('earlier_seconds', 0):.0f} s).", ""] if meta.get("rerun") else []),
         "## Survivors", "",
     ]
     for r in results:
@@ -433,6 +437,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=GATE_TIMEOUT_S, help="seconds per gate (timeout = killed)")
     p.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
     p.add_argument("--work-dir", type=Path, help="keep the copies and runs here (default: a temporary directory)")
+    p.add_argument("--merge", type=Path, metavar="JSON",
+                   help="an earlier run's mutation.json over the same sample: re-run only --only ids and keep the "
+                        "others' results (for a rule change that alters only those mutants' scenario sets)")
     p.add_argument("--rescore", type=Path, metavar="JSON",
                    help="rewrite the report of an earlier run (its mutation.json) with the current equivalents file")
     return p
@@ -471,6 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     modules = target_modules(REPO)
     population = enumerate_mutants(modules, REPO)
     picked = sample(population, args.sample, args.seed, REPO)
+    earlier: list[MutantResult] = []
+    if args.merge is not None:
+        earlier = _results_from_json(json.loads(args.merge.read_text(encoding="utf-8")))
+        if sorted(r.spec.id for r in earlier) != sorted(m.id for m in picked):
+            raise SystemExit(f"--merge {args.merge}: its mutants are not this sample (seed {args.seed}, "
+                             f"--sample {args.sample}); run the whole sample")
+        if not args.only:
+            raise SystemExit("--merge needs --only: the ids to run again")
     if args.only:
         picked = [m for m in picked if m.id in set(args.only)]
     if args.list:
@@ -495,7 +510,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work_root, ignore_errors=True)
+    earlier_seconds = 0.0
+    if earlier:  # the earlier run's results for every mutant not run again, in the sample's order
+        fresh = {r.spec.id: r for r in results}
+        results = [fresh.get(r.spec.id, r) for r in earlier]
+        earlier_seconds = float(json.loads(args.merge.read_text(encoding="utf-8"))["meta"]["seconds"])
     meta = {"seed": args.seed, "sample": args.sample, "population": len(population), "modules": modules,
+            "rerun": sorted(args.only or []) if earlier else [], "earlier_seconds": earlier_seconds,
             "jobs": args.jobs, "seconds": time.monotonic() - t0, "started": started,
             "base_scenarios": list(BASE_SCENARIOS), "user_path_scenarios": list(USER_PATH_SCENARIOS),
             "workflow_modules": sorted(WORKFLOW_MODULES), "distributed_modules": sorted(DISTRIBUTED_MODULES)}
