@@ -118,6 +118,8 @@ def bench(session: nox.Session) -> None:
     _run(session, "benchmarks/bench_streaming.py", "--train_groups", "1024")
     # PINN (train on scan A, infer on held-out scan B) beside pty-chi LSQML reconstructing B: the README table.
     _run(session, "benchmarks/bench_pinn_vs_classical.py", "--threads", "1")
+    # the unified CLI beside the backend's own CLI on the same PyTorch run (ratio of medians)
+    _run(session, "benchmarks/bench_cli_speed.py")
 
 
 @nox.session(venv_backend="none")
