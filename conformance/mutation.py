@@ -437,6 +437,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=GATE_TIMEOUT_S, help="seconds per gate (timeout = killed)")
     p.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
     p.add_argument("--work-dir", type=Path, help="keep the copies and runs here (default: a temporary directory)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when a survivor has no classification in mutation_equivalents.json")
     p.add_argument("--merge", type=Path, metavar="JSON",
                    help="an earlier run's mutation.json over the same sample: re-run only --only ids and keep the "
                         "others' results (for a rule change that alters only those mutants' scenario sets)")
@@ -470,7 +472,9 @@ def _write_report(results: Sequence[MutantResult], meta: dict[str, Any], report_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; exit 0 when every mutant ran (whatever the score), 1 when a run broke."""
+    """Entry point; exit 0 when every mutant ran (whatever the score), 1 when a run broke; with ``--strict`` also
+    1 when a survivor is not classified in :data:`EQUIVALENTS_PATH` (a new hole in the gate, or a new mutant
+    nobody has judged: what ``.ci/run`` checks on the head of the sample)."""
     args = _parser().parse_args(argv)
     if args.rescore is not None:
         doc = json.loads(args.rescore.read_text(encoding="utf-8"))
@@ -520,7 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "jobs": args.jobs, "seconds": time.monotonic() - t0, "started": started,
             "base_scenarios": list(BASE_SCENARIOS), "user_path_scenarios": list(USER_PATH_SCENARIOS),
             "workflow_modules": sorted(WORKFLOW_MODULES), "distributed_modules": sorted(DISTRIBUTED_MODULES)}
-    return 1 if _write_report(results, meta, args.report_dir)["broken"] else 0
+    summary = _write_report(results, meta, args.report_dir)
+    unjudged = [r.spec.id for r in results if r.status == "survived" and r.spec.id not in load_equivalents()]
+    if args.strict and unjudged:
+        print(f"unclassified survivors (a hole in the gate, or classify them): {', '.join(unjudged)}", file=sys.stderr)
+        return 1
+    return 1 if summary["broken"] else 0
 
 
 if __name__ == "__main__":
