@@ -6,7 +6,8 @@
                               [--run-dir DIR] [--keep] [--repeat N] [--jobs 3] [--timeout 600] [--quiet]
     python -m conformance list [--all]
     python -m conformance judge --run-dir DIR [--scenario ID ...] [--stage S ...] [--report-dir DIR]
-    python -m conformance spread --run-dir DIR [--scenario ID ...] [--stage S ...] [--write conformance/spreads.json]
+    python -m conformance spread --run-dir DIR [--scenario ID ...] [--stage S ...]
+                                 [--write conformance/spreads.json [--merge]]
 
 ``run`` exits 1 when any verdict is ``fail``, ``error`` or ``xpass`` (or, with
 ``--repeat``, when two runs disagree), 0 when the gate is clean, 2 on a usage error.
@@ -25,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conformance.verdicts import GateResult
 
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     spr.add_argument("--write", type=Path, metavar="JSON",
                      help="also write the per-scenario spread table the tolerances derive from "
                           "(conformance/spreads.json; needs every DEFAULT_GATE scenario and stage)")
+    spr.add_argument("--merge", action="store_true",
+                     help="with --write: keep the worse of this run and the table already there, entry by entry "
+                          "(a clean run on another machine widens the table; it never narrows it)")
     return parser
 
 
@@ -215,15 +219,25 @@ def _write_spreads(args: argparse.Namespace, scenarios: Sequence[Scenario]) -> N
     from conformance.compare import measure_scenario_spreads
     from conformance.runner import record_versions
     from conformance.scenarios import DEFAULT_GATE
-    from conformance.spreads import write_spreads
+    from conformance.spreads import load_spreads, machine, merge_tables, write_spreads
 
     ids = [sc.id for sc in scenarios]
     if args.scenario or args.stage or sorted(ids) != sorted(DEFAULT_GATE):
         raise ValueError("--write measures the whole DEFAULT_GATE: run without --scenario/--stage on a run of it")
-    table = measure_scenario_spreads(args.run_dir, scenarios)
+    table: Any = measure_scenario_spreads(args.run_dir, scenarios)
     versions = record_versions(args.run_dir, ids)
-    path = write_spreads(args.write, table, command=f"python -m conformance spread --run-dir RUN --write {args.write}",
-                         versions=versions, scenarios=ids)
+    machines = [machine()]
+    command = f"python -m conformance spread --run-dir RUN --write {args.write}"
+    if args.merge:
+        old = load_spreads.__wrapped__(args.write)
+        if old["measured"].get("versions", versions) != versions:
+            raise ValueError(f"--merge: {args.write} was measured with {old['measured']['versions']}, this run with "
+                             f"{versions}; re-measure instead of merging across library versions")
+        table = merge_tables(old["spreads"], table)
+        before = old["measured"].get("machines") or ["the machine of the earlier measurement (not recorded)"]
+        machines = list(dict.fromkeys([*before, *machines]))
+        command += " --merge (one clean run per machine)"
+    path = write_spreads(args.write, table, command=command, versions=versions, scenarios=ids, machines=machines)
     print(f"spread table: {path} ({sum(len(t) for st in table.values() for t in st.values())} tensors)")
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "SpreadTable",
     "element_spread",
     "load_spreads",
+    "machine",
+    "merge_tables",
     "write_spreads",
 ]
 
@@ -79,9 +81,47 @@ def _round_up(x: float) -> float:
     return r if r >= x else float(f"{math.ceil(x / 10.0**exp) + 1}e{exp}")
 
 
+def machine() -> str:
+    """This machine as the table records it: CPU model, vector extensions, logical CPUs (float32 sums are
+    ordered differently on AVX2 and AVX-512 kernels, so spreads differ between machines)."""
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    isa = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    return f"{model}, {isa}, {os.cpu_count()} CPUs"
+
+
+def merge_tables(a: SpreadTable, b: SpreadTable) -> dict[str, Any]:
+    """The worse of two tables entry by entry (``d`` and ``n_over`` maxima; an entry of one alone is kept)."""
+    out: dict[str, Any] = {}
+    for table in (a, b):
+        for sid, stages in table.items():
+            for stage, tensors in stages.items():
+                for tensor, pairs in tensors.items():
+                    for pair, (d, n_over, n) in pairs.items():
+                        slot = out.setdefault(sid, {}).setdefault(stage, {}).setdefault(tensor, {})
+                        old = slot.get(pair)
+                        if old is not None and int(old[2]) != int(n):
+                            raise ValueError(f"{sid}/{tensor} [{pair}]: {n} elements here, {old[2]} in the table")
+                        slot[pair] = (float(d), int(n_over), int(n)) if old is None else (
+                            max(float(old[0]), float(d)), max(int(old[1]), int(n_over)), int(n))
+    return out
+
+
 def write_spreads(path: Path, table: SpreadTable, *, command: str, versions: Mapping[str, Any],
-                  scenarios: Sequence[str]) -> Path:
-    """Write ``table`` as the committed JSON (sorted keys, ``d`` rounded up to 3 significant digits)."""
+                  scenarios: Sequence[str], machines: Sequence[str] = ()) -> Path:
+    """Write ``table`` as the committed JSON (sorted keys, ``d`` rounded up to 3 significant digits);
+    ``machines``: the machines whose clean runs the table is the worst of."""
     out: dict[str, Any] = {}
     for sid in sorted(table):
         for stage in sorted(table[sid]):
@@ -92,7 +132,8 @@ def write_spreads(path: Path, table: SpreadTable, *, command: str, versions: Map
                     out.setdefault(sid, {}).setdefault(stage, {}).setdefault(tensor, {})[pair] = [r, int(n_over),
                                                                                                  int(n)]
     doc = {"schema": SCHEMA, "measured": {"command": command, "versions": dict(versions),
-                                          "scenarios": list(scenarios)}, "spreads": out}
+                                          "scenarios": list(scenarios), "machines": list(machines)},
+           "spreads": out}
     path = Path(path)
     path.write_text(json.dumps(doc, indent=None, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
     return path

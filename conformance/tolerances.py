@@ -115,7 +115,8 @@ class StageTolerance:
 
 
 _F32 = DTYPE_DEFAULTS["float32"][0]
-_GATE = "DEFAULT_GATE (27 scenarios), CPU, 1 thread per worker, TF 2.21 / torch 2.13"
+_GATE = ("DEFAULT_GATE (30 scenarios), CPU, 1 thread per worker, TF 2.21 / torch 2.13, the worse of two machines "
+         "(conformance/spreads.json: measured.machines)")
 _EDGE = ("float32 image arithmetic in the bilinear sampling and the reassembly sums (both backends sample with "
          "float64 weights since ptycho_tf/physics.py was fixed), amplified where reassembly divides by mask sums "
          "near REASSEMBLY_NORM_EPS at the coverage edge")
@@ -143,11 +144,11 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     _stage("forward", "forward/illuminated", 5e-5, 4.24e-6, _EDGE),
     _stage("forward", "forward/*amplitude", 3e-5, 2.02e-6, "the reassembly-edge error after the FFT (N*N-term sums)"),
     _stage("forward", "forward/pred_intensity", 3e-5, 2.59e-6, "the reassembly-edge error after the FFT, squared"),
-    _stage("forward", "forward/*", 5e-5, 4.25e-6, "float32 convolution sums in the CNN (encoded, amp, phase); "
+    _stage("forward", "forward/*", 5e-5, 4.42e-6, "float32 convolution sums in the CNN (encoded, amp, phase); "
            "worst: the phase of gs1_n128_nfs2, whose largest value is below 1 (the symmetric scale has no floor)"),
     _stage("losses", "losses/*", 1e-5, 4.72e-7, "float32 means over B*N*N*C elements (stored as float64)"),
     # gradients of every trainable canonical parameter, tensorflow~pytorch
-    _stage("gradients", "gradients/decoder_phase.*", 0.5, 4.83e-2,
+    _stage("gradients", "gradients/decoder_phase.*", 0.8, 7.15e-2,
            "phase-branch gradients sum large terms that nearly cancel (a constant phase leaves the intensity "
            "unchanged), so float32 differences in the backward pass show up at a few % of the tensor's largest "
            "component (worst: decoder_phase.head.center.bias in probe_big_false; the median tensor 3.7e-6)"),
@@ -156,7 +157,7 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     # k Adam steps from identical weights on identical batches
     _stage("train_k_steps", "train_k_steps/loss", 1e-2, 2.88e-4, "per-step losses drift as the weights drift "
            "(worst: nfs2_gs2_n32)"),
-    _stage("train_k_steps", "train_k_steps/weights/*", 1e-3, 4.31e-3,
+    _stage("train_k_steps", "train_k_steps/weights/*", 1e-3, 4.33e-3,
            "atol is the learning rate: Adam moves a parameter by about lr per step whatever its gradient's size, "
            "so an element whose gradient is at float32 noise level can step the other way in one backend "
            "(worst |a-b| 4.3e-3 in nfs2_gs2_n32); the budget covers those elements", scale=False, rtol=0.0,
@@ -167,9 +168,9 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
            "1.3e-5 relative), so its steps differ from the float64-corrected formula by ~7e-6 relative; "
            "KerasAdam (pytorch) agrees with the reference to ~2e-7"),
     # the forward after transplanting trained weights (memory and file routes, and the reference)
-    _stage("transplant", "transplant/*/padded_object", 3e-5, 1.93e-6, _EDGE),
-    _stage("transplant", "transplant/*/trimmed_object", 3e-5, 1.93e-6, _EDGE),
-    _stage("transplant", "transplant/*/object_patches", 3e-5, 1.93e-6, _EDGE),
+    _stage("transplant", "transplant/*/padded_object", 3e-5, 2.28e-6, _EDGE),
+    _stage("transplant", "transplant/*/trimmed_object", 3e-5, 2.28e-6, _EDGE),
+    _stage("transplant", "transplant/*/object_patches", 3e-5, 2.28e-6, _EDGE),
     _stage("transplant", "transplant/*/illuminated", 2e-5, 1.47e-6, _EDGE),
     _stage("transplant", "transplant/*/*amplitude", 2e-5, 1.05e-6, "the reassembly-edge error after the FFT"),
     _stage("transplant", "transplant/*/pred_intensity", 2e-5, 1.73e-6, "the reassembly-edge error after the FFT, "
@@ -177,14 +178,14 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     _stage("transplant", "transplant/*", 3e-5, 2.88e-6, "float32 convolution sums in the CNN (worst: the phase of "
            "object_big_false_gs2, largest value below 1)"),
     # end to end: the training-loss history of each backend's own workflow
-    _stage("e2e", "e2e/loss_history", 2e-4, 1.85e-5, "3 epochs of each workflow from the same initial weights and "
+    _stage("e2e", "e2e/loss_history", 2e-4, 1.99e-5, "3 epochs of each workflow from the same initial weights and "
            "batch order; per-epoch mean losses drift with the weights (worst: the gridsize-2 e2e_gs2_n32)"),
     # user paths: each backend's own data pipeline yields the core's batches bit for bit (a copy and a layout
     # transpose of the same float32 values; no arithmetic)
     _stage("data", "data/*", 0.0, 0.0, "batches are gathered, not computed: every element must be identical",
            scale=False, rtol=0.0),
     # each backend's own training loop (a few epochs, non-default schedules and losses), tensorflow~pytorch
-    _stage("workflow", "workflow/*_loss", 2e-3, 1.23e-4, "per-epoch mean training / validation losses of the two "
+    _stage("workflow", "workflow/*_loss", 6e-3, 5.72e-4, "per-epoch mean training / validation losses of the two "
            "loops from the same initial weights and batch order drift with the weights (worst: wf_gs3_warmup)"),
     _stage("workflow", "workflow/weights/*", 0.08, 7.02e-3, "final weights after 9-12 Adam steps: a parameter whose "
            "gradient is at float32 noise level can step the other way in each step (|a-b| up to ~7 lr; worst: "
@@ -194,7 +195,7 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
     # each backend's inference entry points on its own saved bundle vs the reference forward of its weights
     _stage("inference", "inference/*stitched", 1e-5, 9.72e-7, "stitching averages float32 objects whose "
            "reassembly-edge error (below) is damped by the central crop (worst: wf_gs3_warmup, the API route)"),
-    _stage("inference", "inference/*", 3e-5, 2.2e-6, _EDGE + " (trained weights; worst: wf_gs3_warmup objects)"),
+    _stage("inference", "inference/*", 4e-5, 3.19e-6, _EDGE + " (trained weights; worst: wf_gs3_warmup objects)"),
 )
 
 

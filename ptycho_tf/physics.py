@@ -541,8 +541,8 @@ def reassemble_position(obj_tensor: TensorLike, global_offsets: TensorLike, M: i
     if n < 1:
         raise ValueError("obj_tensor holds no patches (n = 0)")
     g = np.asarray(global_offsets.numpy() if hasattr(global_offsets, "numpy") else global_offsets, np.float64)
-    if g.size != 2 * n or g.shape[0] != n:
-        raise ValueError(f"global_offsets must have shape [n, 1, 2, 1] with n={n}, got {g.shape}")
+    if g.ndim not in (2, 4) or g.shape[0] != n or g.size != 2 * n:  # the (x, y) pair of each of the n groups
+        raise ValueError(f"global_offsets must have shape [n, 1, 2, 1] or [n, 2] with n={n}, got {g.shape}")
     if int(M) != M or M < 2 or M % 2 or M > N:
         raise ConfigError("M", M, f"an even integer with 2 <= M <= N={N}")
     M = int(M)

@@ -292,3 +292,28 @@ def test_reassemble_position_reproduces_a_linear_object(n, data):
 def test_reassemble_position_rejects_bad_M(M):
     with pytest.raises(ConfigError, match="M="):
         ph.reassemble_position(np.zeros((2, 16, 16, 1), np.complex64), np.zeros((2, 1, 2, 1)), M=M)
+
+
+def test_forward_physics_refuses_positions_of_another_channel_count_even_without_reassembly():
+    # object_big=False never reassembles, but extraction would quietly make 5 channels of a gridsize-2 call
+    N, B = 16, 2
+    obj = np.ones((B, N, N, 1), np.complex64)
+    probe = np.ones((N, N), np.complex64)
+    bad = np.zeros((B, 1, 2, 5))
+    with pytest.raises(ValueError, match="positions must have shape"):
+        ph.forward_physics(obj, bad, probe, 0.0, N=N, gridsize=2, object_big=False, probe_mask=False,
+                           gaussian_smoothing_sigma=0.0)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 2, 1), (2, 2), (2, 1, 1, 2)])
+def test_reassemble_position_takes_one_xy_pair_per_group(shape):
+    obj = np.ones((2, 8, 8, 1), np.complex64)
+    out = ph.reassemble_position(obj, np.arange(4.0).reshape(shape), M=4)
+    assert out.ndim == 3 and out.shape[-1] == 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 2, 1), (1, 2, 1)])
+def test_reassemble_position_refuses_a_layout_that_only_has_the_right_size(shape):
+    # one group: an extra or a dropped axis still holds 2 numbers, which a size check alone accepted
+    with pytest.raises(ValueError, match="global_offsets must have shape"):
+        ph.reassemble_position(np.ones((1, 8, 8, 1), np.complex64), np.zeros(shape), M=4)

@@ -730,6 +730,7 @@ def forward_physics(
             f"obj_patches has {x.shape[3]} channels; expected Co = {Co} "
             f"(object_big={object_big}, gridsize={gridsize})"
         )
+    _check_positions(positions, x.shape[0], C)  # also when object_big=False leaves them to extraction
     P = padded_size(N, gridsize) if P is None else int(P)
     x = x.astype(np.complex64)
     padded = reassemble_patches(x, positions, P) if object_big else pad_object(x, P)
@@ -795,8 +796,8 @@ def reassemble_position(obj: np.ndarray, global_offsets: np.ndarray, M: int = 20
     if N != N2 or one != 1 or n < 1:
         raise ValueError(f"obj must have shape [n, N, N, 1] with n >= 1, got {o.shape}")
     g = np.asarray(global_offsets, dtype=np.float64)
-    if g.size != 2 * n or g.shape[0] != n:
-        raise ValueError(f"global_offsets must have shape [n, 1, 2, 1] with n={n}, got {g.shape}")
+    if g.ndim not in (2, 4) or g.shape[0] != n or g.size != 2 * n:  # the (x, y) pair of each of the n groups
+        raise ValueError(f"global_offsets must have shape [n, 1, 2, 1] or [n, 2] with n={n}, got {g.shape}")
     if int(M) != M or M < 2 or M % 2 or M > N:
         raise ConfigError("M", M, f"an even integer with 2 <= M <= N={N}")
     M = int(M)

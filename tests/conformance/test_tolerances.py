@@ -386,3 +386,18 @@ def test_every_derived_tolerance_is_at_least_ten_times_its_spread():
             n_derived += 1
     assert n_derived > 1000
 
+
+
+def test_merging_spread_tables_keeps_the_worse_entry_and_refuses_a_changed_tensor():
+    from conformance.spreads import merge_tables
+
+    a = {"s": {"gradients": {"g/w": {"tf~pt": (1e-6, 0, 4)}, "g/b": {"tf~pt": (5e-7, 1, 1)}}}}
+    b = {"s": {"gradients": {"g/w": {"tf~pt": (3e-6, 2, 4)}, "g/k": {"tf~pt": (2e-7, 0, 9)}}},
+         "t": {"losses": {"l": {"pt~ref": (1e-8, 0, 1)}}}}
+    m = merge_tables(a, b)
+    assert m["s"]["gradients"]["g/w"]["tf~pt"] == (3e-6, 2, 4)  # the worse d and n_over
+    assert m["s"]["gradients"]["g/b"]["tf~pt"] == (5e-7, 1, 1)  # only in the first table
+    assert m["s"]["gradients"]["g/k"]["tf~pt"] == (2e-7, 0, 9) and m["t"]["losses"]["l"]["pt~ref"][0] == 1e-8
+    assert merge_tables(b, a) == m  # order does not matter
+    with pytest.raises(ValueError, match="5 elements here, 4 in the table"):
+        merge_tables(a, {"s": {"gradients": {"g/w": {"tf~pt": (1e-6, 0, 5)}}}})
