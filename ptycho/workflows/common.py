@@ -134,16 +134,24 @@ def stitch(
     flip_x: bool = False,
     flip_y: bool = False,
     transpose: bool = False,
+    align_phases: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stitch predicted objects ``[n, N, N, 1]`` at their group centroids.
 
     Returns ``(amplitude [S, S], phase [S, S], stitched complex64 [S, S, 1])`` using
     the NumPy reference ``reassemble_position`` (central ``M x M`` of every object).
+    ``align_phases`` (default): first make the groups' constant phases agree over their overlaps
+    (:func:`ptycho.phase_sync.align_group_phases`; a pattern does not record its group's constant
+    phase, so the network's per-group offsets are arbitrary and averaging them scrambles the phase).
     """
+    from ptycho.phase_sync import align_group_phases
+
     obj = np.asarray(obj_tensor_full)
     if obj.ndim != 4 or obj.shape[-1] != 1:
         raise ValueError(f"expected objects of shape [n, N, N, 1] (channels-last), got {obj.shape}")
     offsets = adjust_offsets(global_offsets, flip_x=flip_x, flip_y=flip_y, transpose=transpose)
+    if align_phases:
+        obj, _theta = align_group_phases(obj, offsets, M)
     stitched = reassemble_position(obj.astype(np.complex64), offsets, M)
     return np.abs(stitched[..., 0]), np.angle(stitched[..., 0]), stitched
 
