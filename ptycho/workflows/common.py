@@ -360,7 +360,7 @@ def score_summary(score: Mapping[str, Any]) -> str:
     res_text = "none" if res is None or not np.isfinite(res) else f"{res:.2f} px"
     return (f"amplitude SSIM {score['amp_ssim']:.3f}, phase SSIM {score['phase_ssim']:.3f}, amplitude PSNR "
             f"{score['amp_psnr']:.1f} dB, FRC 1/2-bit resolution {res_text}, amplitude Pearson "
-            f"{score['amp_pearson']:.3f}")
+            f"{score['amp_pearson']:.3f}, phase Pearson {score['phase_pearson']:.3f}")
 
 
 def write_history_csv(history: Mapping[str, Sequence[float]], path: str | PathLike) -> Path:
