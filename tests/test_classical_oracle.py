@@ -7,9 +7,10 @@ negated offsets), the parity gate could not see it; these tests can:
 
 * the project's NumPy forward model equals pty-chi's on the same object, probe and
   positions, to float32 rounding, and differs from it for the transformed variants;
-* pty-chi's LSQML reconstructs the project's own simulated data (the README demo's
-  dataset) with the simulator's phase sign and geometry: positive amplitude and phase
-  correlation with the truth and a registration shift under half a pixel.
+* pty-chi's LSQML reconstructs the project's own simulated data (the demo's simulator at
+  N=32, seed 0, a 256-position scan; the README demo scans 512) with the simulator's phase
+  sign and geometry: positive amplitude and phase correlation with the truth and a
+  registration shift under half a pixel.
 
 Installed by CI with ``pip install --no-deps ptychi==2.2.0`` plus the ``oracle`` extra
 (``conformance/classical.py`` says why ``--no-deps``).
@@ -74,7 +75,7 @@ def test_project_forward_model_equals_ptychi_forward_model(asymmetric_probe):
 
 
 def test_ptychi_reconstructs_the_simulator_truth_with_its_phase_sign_and_geometry():
-    raw = simulate_dataset(N=32, n_positions=256, seed=0)  # the README demo's dataset
+    raw = simulate_dataset(N=32, n_positions=256, seed=0)  # the demo's simulator, a smaller scan
     obj = raw.objectGuess
     xy = np.stack([raw.xcoords, raw.ycoords], axis=1)
     result = classical.ptychi_reconstruct(raw.diff3d, raw.probeGuess, xy, obj.shape, epochs=20)
