@@ -189,6 +189,8 @@ def _cmd_spread(args: argparse.Namespace) -> int:
     from conformance.tolerances import STAGE_TOLERANCES, resolve_tolerance
 
     scenarios = _load_scenarios(args.run_dir, args.scenario)
+    if args.merge and args.write is None:
+        raise ValueError("--merge widens the table --write names: give --write conformance/spreads.json")
     if args.write is not None:
         _write_spreads(args, scenarios)
     rows = measure_spread(args.run_dir, scenarios, args.stage or None)
