@@ -107,3 +107,16 @@ def test_deterministic_and_one_group_is_a_no_op():
 def test_malformed_inputs_are_refused(obj_shape, xy_shape, m, match):
     with pytest.raises(ValueError, match=match):
         group_phase_offsets(np.ones(obj_shape, np.complex64), np.zeros(xy_shape), m)
+
+
+def test_the_sparse_solver_for_large_scans_agrees_with_the_dense_one(monkeypatch):
+    import ptycho.phase_sync as ps
+
+    xy = _grid(5.0, n=8)
+    c = np.random.default_rng(8).uniform(-np.pi, np.pi, len(xy))
+    crops = _groups(_object(9, size=160), xy) * np.exp(1j * c)[:, None, None, None]
+    dense = group_phase_offsets(crops, xy, M)
+    monkeypatch.setattr(ps, "DENSE_LIMIT", 10)  # 64 groups: ARPACK, as for a scan of more than 2000 groups
+    sparse = group_phase_offsets(crops, xy, M)
+    assert _circular_spread(sparse - c) < 1e-5
+    np.testing.assert_allclose(np.angle(np.exp(1j * (sparse - dense))), 0.0, atol=1e-6)
