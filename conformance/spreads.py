@@ -88,15 +88,13 @@ def machine() -> str:
     import platform
 
     model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
+    cpuinfo = Path("/proc/cpuinfo")  # Linux only; elsewhere the model is platform's and the ISA "other"
+    for line in (cpuinfo.read_text(encoding="utf-8").splitlines() if cpuinfo.is_file() else []):
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
     isa = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
     return f"{model}, {isa}, {os.cpu_count()} CPUs"
 
