@@ -37,7 +37,7 @@ import scipy.sparse.csgraph
 import scipy.sparse.linalg
 from scipy.spatial import cKDTree
 
-__all__ = ["DENSE_LIMIT", "align_group_phases", "group_phase_offsets", "overlap_products"]
+__all__ = ["DENSE_LIMIT", "align_group_phases", "central_crop", "group_phase_offsets", "overlap_products"]
 
 #: Components up to this many groups are solved with dense ``numpy.linalg.eigh``.
 DENSE_LIMIT = 2000
@@ -52,7 +52,8 @@ def _offsets_xy(global_offsets: np.ndarray, n: int) -> np.ndarray:
     return g.reshape(n, 2)
 
 
-def _crops(obj: np.ndarray, M: int) -> np.ndarray:
+def central_crop(obj: np.ndarray, M: int) -> np.ndarray:
+    """The central ``M x M`` (the part stitching uses) of objects ``[n, N, N, 1]``: a view ``[n, M, M, 1]``."""
     o = np.asarray(obj)
     if o.ndim != 4 or o.shape[-1] != 1 or o.shape[1] != o.shape[2]:
         raise ValueError(f"expected objects of shape [n, N, N, 1] (channels-last), got {o.shape}")
@@ -60,7 +61,11 @@ def _crops(obj: np.ndarray, M: int) -> np.ndarray:
     if int(M) != M or M < 2 or M % 2 or M > N:
         raise ValueError(f"M must be an even integer with 2 <= M <= N={N}, got {M}")
     lo = N // 2 - M // 2
-    return o[:, lo:lo + M, lo:lo + M, 0].astype(np.complex128)
+    return o[:, lo:lo + M, lo:lo + M, :]
+
+
+def _crops(obj: np.ndarray, M: int) -> np.ndarray:
+    return central_crop(obj, M)[..., 0].astype(np.complex128)
 
 
 def overlap_products(crops: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

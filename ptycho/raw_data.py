@@ -65,6 +65,8 @@ __all__ = [
     "get_relative_coords",
     "diffraction_to_amplitude",
     "looks_like_intensity",
+    "check_object_guess",
+    "read_npz_member",
     "key_coords_offsets",
     "key_coords_relative",
     "local_offset_sign",
@@ -158,6 +160,62 @@ def _check_finite(arr: np.ndarray, field: str, file: str | None, fix: str) -> No
                 field=field,
                 fix=fix,
             )
+
+
+def check_object_guess(objectGuess: ArrayLike, file: str | None) -> np.ndarray:
+    """``objectGuess`` validated (a finite 2-D numeric ``[H, W]`` image) as complex64; else DataContractError."""
+    o = _as_numeric(objectGuess, "objectGuess", "iufc", file, "a complex object", "store it as complex64")
+    if o.ndim != 2 or min(o.shape) == 0:
+        raise DataContractError(
+            f"has shape {o.shape}, expected a 2-D [H, W] image",
+            file=file,
+            field="objectGuess",
+            fix="store the object as a 2-D complex array (drop singleton axes with np.squeeze)",
+        )
+    _check_finite(o, "objectGuess", file, "replace NaN/inf object pixels")
+    return o.astype(np.complex64, copy=False)
+
+
+def read_npz_member(
+    archive: Any, key: str, required: bool, file: str, keys: set[str] | None = None
+) -> np.ndarray | None:
+    """``archive[key]`` of an open ``np.load`` NPZ (``allow_pickle=False``), refused or skipped by the data contract.
+
+    A missing key is None, or a DataContractError when ``required``; a pickled object array is never
+    loaded: refused when ``required``, else ignored with a ``UserWarning`` (upstream wrote
+    ``objectGuess=None`` that way).  ``keys`` defaults to ``archive.files``.
+    """
+    keys = set(archive.files) if keys is None else keys
+    if key not in keys:
+        if required:
+            raise DataContractError(
+                f"required key is missing (found keys: {sorted(keys)})",
+                file=file,
+                field=key,
+                fix=f"add '{key}' to the NPZ file (required keys: {', '.join(REQUIRED_KEYS)})",
+            )
+        return None
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise DataContractError(
+                f"cannot be read ({exc})", file=file, field=key, fix="re-save the array"
+            ) from exc
+        if required:
+            raise DataContractError(
+                "is stored as a pickled object array, which is never loaded (unsafe)",
+                file=file,
+                field=key,
+                fix=f"re-save '{key}' as a plain numeric array",
+            ) from exc
+        warnings.warn(
+            f"{file}: field '{key}' is a pickled object array and was ignored "
+            "(pickles are never loaded); re-save it as a plain array or drop it",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
 
 
 def looks_like_intensity(diff3d: np.ndarray) -> bool:
@@ -515,21 +573,7 @@ class RawData:
         self.scan_index = si.astype(np.int64, copy=False)
 
         # ---- object
-        if objectGuess is None:
-            self.objectGuess = None
-        else:
-            o = _as_numeric(
-                objectGuess, "objectGuess", "iufc", file, "a complex object", "store it as complex64"
-            )
-            if o.ndim != 2 or min(o.shape) == 0:
-                raise DataContractError(
-                    f"has shape {o.shape}, expected a 2-D [H, W] image",
-                    file=file,
-                    field="objectGuess",
-                    fix="store the object as a 2-D complex array (drop singleton axes with np.squeeze)",
-                )
-            _check_finite(o, "objectGuess", file, "replace NaN/inf object pixels")
-            self.objectGuess = o.astype(np.complex64, copy=False)
+        self.objectGuess = None if objectGuess is None else check_object_guess(objectGuess, file)
 
         # ---- per-position patches
         if Y is None:
@@ -660,36 +704,7 @@ class RawData:
             check_npz_headers(path, (*REQUIRED_KEYS, *OPTIONAL_KEYS, "diffraction"))  # before any array is read
 
             def read(key: str, required: bool) -> np.ndarray | None:
-                if key not in keys:
-                    if required:
-                        raise DataContractError(
-                            f"required key is missing (found keys: {sorted(keys)})",
-                            file=file,
-                            field=key,
-                            fix=f"add '{key}' to the NPZ file (required keys: {', '.join(REQUIRED_KEYS)})",
-                        )
-                    return None
-                try:
-                    return archive[key]
-                except ValueError as exc:
-                    if "allow_pickle" not in str(exc):
-                        raise DataContractError(
-                            f"cannot be read ({exc})", file=file, field=key, fix="re-save the array"
-                        ) from exc
-                    if required:
-                        raise DataContractError(
-                            "is stored as a pickled object array, which is never loaded (unsafe)",
-                            file=file,
-                            field=key,
-                            fix=f"re-save '{key}' as a plain numeric array",
-                        ) from exc
-                    warnings.warn(
-                        f"{file}: field '{key}' is a pickled object array and was ignored "
-                        "(pickles are never loaded); re-save it as a plain array or drop it",
-                        UserWarning,
-                        stacklevel=3,
-                    )
-                    return None
+                return read_npz_member(archive, key, required, file, keys)
 
             diff_key = "diff3d" if "diff3d" in keys or "diffraction" not in keys else "diffraction"
             xcoords = read("xcoords", True)

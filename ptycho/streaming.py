@@ -45,8 +45,13 @@ import numpy as np
 from ptycho import conventions
 from ptycho.errors import DataContractError
 from ptycho.grouping import group_neighbors
-from ptycho.raw_data import _group_positions, check_bad_pixels, get_relative_coords
+from ptycho.npz_safety import check_npz_headers
+from ptycho.raw_data import _group_positions, check_bad_pixels, check_object_guess, get_relative_coords, read_npz_member
 from ptycho.reference.physics import good_pixel_weights
+
+#: The members read whole by :func:`open_streaming` (``diff3d`` is read in place, never whole).
+_SMALL_KEYS = ("xcoords", "ycoords", "xcoords_start", "ycoords_start", "probeGuess", "diff3d_units", "bad_pixels",
+               "objectGuess")
 
 __all__ = [
     "PatternFile",
@@ -211,7 +216,10 @@ def pattern_energies(patterns: PatternFile | np.ndarray, rows: np.ndarray | None
 
 @dataclass
 class StreamingRawData:
-    """Scan positions and probe in memory; ``diff3d`` float32 ``[M, N, N]`` a :class:`PatternFile` on disk."""
+    """Scan positions and probe in memory; ``diff3d`` float32 ``[M, N, N]`` a :class:`PatternFile` on disk.
+
+    ``objectGuess`` complex64 ``[H, W]`` is the file's true object when it has one (for scoring), else None.
+    """
 
     xcoords: np.ndarray
     ycoords: np.ndarray
@@ -221,6 +229,7 @@ class StreamingRawData:
     diff3d: PatternFile
     source: str
     bad_pixels: np.ndarray | None = None
+    objectGuess: np.ndarray | None = None
 
     @property
     def N(self) -> int:
@@ -260,14 +269,28 @@ class StreamingRawData:
 def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = None) -> StreamingRawData:
     """Open a data-contract NPZ for streaming: ``diff3d`` read in place, or from the ``.npy`` ``patterns``."""
     path = Path(path)
+    check_npz_headers(path, _SMALL_KEYS)  # declared shapes and dtypes before anything is allocated
+    file = str(path)
     with np.load(path, allow_pickle=False) as z:
         keys = set(z.files)
-        x, y = np.asarray(z["xcoords"], np.float64), np.asarray(z["ycoords"], np.float64)
-        xs = np.asarray(z["xcoords_start"], np.float64) if "xcoords_start" in keys else x
-        ys = np.asarray(z["ycoords_start"], np.float64) if "ycoords_start" in keys else y
-        probe = np.asarray(z["probeGuess"])
-        units = str(z["diff3d_units"]) if "diff3d_units" in keys else "amplitude"
-        bad = np.asarray(z["bad_pixels"]) if "bad_pixels" in keys else None
+
+        def read(key: str, required: bool = False) -> np.ndarray | None:
+            return read_npz_member(z, key, required, file, keys)
+
+        x, y = np.asarray(read("xcoords", True), np.float64), np.asarray(read("ycoords", True), np.float64)
+        xs, ys = read("xcoords_start"), read("ycoords_start")
+        xs = x if xs is None else np.asarray(xs, np.float64)
+        ys = y if ys is None else np.asarray(ys, np.float64)
+        probe = np.asarray(read("probeGuess", True))
+        units_arr = read("diff3d_units")
+        units = "amplitude" if units_arr is None else str(units_arr)
+        bad = read("bad_pixels")
+        truth = read("objectGuess")
+        truth = None if truth is None else check_object_guess(truth, file)
+    for key, arr in (("xcoords", x), ("ycoords", y), ("xcoords_start", xs), ("ycoords_start", ys)):
+        if arr.shape != (len(x),) or not np.all(np.isfinite(arr)):
+            raise DataContractError(f"has shape {arr.shape}, expected [{len(x)}] finite positions (pixels)",
+                                    file=file, field=key, fix="store one finite x and y per scan position")
     if units != "amplitude":
         raise DataContractError(f"says the patterns hold {units!r}; streaming reads amplitudes as stored",
                                 file=str(path), field="diff3d_units",
@@ -281,7 +304,7 @@ def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = No
         )
     if probe.shape != d.shape[1:]:
         raise DataContractError(f"has shape {probe.shape}, expected {d.shape[1:]}", file=str(path), field="probeGuess")
-    return StreamingRawData(x, y, xs, ys, probe, d, str(path), check_bad_pixels(bad, d.shape[1], str(path)))
+    return StreamingRawData(x, y, xs, ys, probe, d, str(path), check_bad_pixels(bad, d.shape[1], str(path)), truth)
 
 
 @dataclass
@@ -310,6 +333,14 @@ class StreamingContainer:
     def channels(self) -> int:
         """``C = gridsize**2``."""
         return int(self.nn_indices.shape[1])
+
+    def subset(self, rows: slice | np.ndarray) -> StreamingContainer:
+        """The groups ``rows`` as a container of their own (same pattern file and ``X_full_norm``)."""
+        return StreamingContainer(
+            patterns=self.patterns, nn_indices=self.nn_indices[rows], X_full_norm=self.X_full_norm,
+            coords_nominal=self.coords_nominal[rows], global_offsets=self.global_offsets[rows],
+            local_offsets=self.local_offsets[rows], probe=self.probe, bad_pixels=self.bad_pixels,
+        )
 
     def gather_X(self, indices: np.ndarray, scale: float = 1.0) -> np.ndarray:
         """``scale * X`` of the groups at ``indices``: float32 ``[b, N, N, C]``, read from disk now.

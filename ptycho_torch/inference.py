@@ -19,12 +19,14 @@ status 2 (no traceback).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 
 from ptycho.cli._common import (
+    add_stream_argument,
     add_units_argument,
     make_parser,
     show_core_log,
@@ -32,6 +34,7 @@ from ptycho.cli._common import (
     write_resolved_config,
 )
 from ptycho.raw_data import RawData
+from ptycho.streaming import open_streaming
 from ptycho.workflows import common
 from ptycho_torch.cli.shared import (
     TORCH_LEGACY_FLAGS,
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_data", "--test_data_file", dest="test_data", required=True,
                    help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
     add_units_argument(p)
+    add_stream_argument(p, "test")
     p.add_argument("--output_dir", required=True, help="directory for reconstruction.npz and the PNGs")
     p.add_argument("--n_groups", type=int, default=None, help="groups to reconstruct (default: one per scan point)")
     p.add_argument("--n_images", type=int, default=None, help=argparse.SUPPRESS)
@@ -84,11 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["subsample_seed"] = args.seed
     payload = create_inference_payload(args.model_path, args.test_data, output_dir, overrides, execution)
     models, _params = load_inference_bundle_torch(args.model_path)
-    test = RawData.from_file(args.test_data, diffraction_is=args.diff3d_units)
-    container = common.create_ptycho_data_container(test, payload.tf_inference_config)
-    obj = predict_objects(models["diffraction_to_obj"], container, execution_config=payload.execution_config,
-                          runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile))
-    _amp, _phase, stitched = common.stitch(obj, container.global_offsets, args.M)
+    if args.stream:  # positions only in memory; each chunk of groups reads its patterns when it is predicted
+        test = open_streaming(args.test_data)
+        container = common.group_streamed(test, payload.tf_inference_config)
+    else:
+        test = RawData.from_file(args.test_data, diffraction_is=args.diff3d_units)
+        container = common.create_ptycho_data_container(test, payload.tf_inference_config)
+    predict = functools.partial(predict_objects, models["diffraction_to_obj"],
+                                execution_config=payload.execution_config,
+                                runtime=RuntimeOptions(channels_last=args.channels_last, compile=args.compile))
+    crops = common.predict_crops(predict, container, args.M)
+    _amp, _phase, stitched = common.stitch(crops, container.global_offsets, args.M)
     output_dir.mkdir(parents=True, exist_ok=True)
     written, score = common.write_stitched_outputs(output_dir, stitched, container.global_offsets, test.N, args.M,
                                                    test.objectGuess, metadata={"n_groups": len(container)})

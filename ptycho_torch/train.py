@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Sequence
 
 from ptycho.cli._common import (
+    add_stream_argument,
     add_units_argument,
     fit_batch_size,
     make_parser,
@@ -99,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=_EXEC.strategy,
                    help="Lightning strategy: auto, ddp (a process per device), ddp_spawn; batch_size is the "
                         "global batch, split over devices x num_nodes ranks")
-    p.add_argument("--stream", action="store_true",
-                   help="read the training patterns from disk batch by batch (data larger than memory; the NPZ "
-                        "must be uncompressed: ptycho.streaming)")
+    add_stream_argument(p, "training")
     add_common_execution_flags(p)
     return p
 

@@ -74,3 +74,65 @@ def test_a_bad_pixel_mask_is_carried_and_left_out_of_the_normalisation(npz, tmp_
     np.testing.assert_array_equal(stream.bad_pixels, mask)
     assert stream.X_full_norm == pytest.approx(memory.X_full_norm, rel=1e-12)
 
+
+
+def test_open_streaming_carries_the_true_object_and_refuses_bad_positions(npz, tmp_path):
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert open_streaming(npz).objectGuess.shape == arrays["objectGuess"].shape
+    short = tmp_path / "short.npz"
+    np.savez(short, **{**arrays, "ycoords": arrays["ycoords"][:-1]})
+    with pytest.raises(DataContractError, match="ycoords"):
+        open_streaming(short)
+    nan = tmp_path / "nan.npz"
+    xs = arrays["xcoords_start"].copy()
+    xs[3] = np.nan
+    np.savez(nan, **{**arrays, "xcoords_start": xs})
+    with pytest.raises(DataContractError, match="xcoords_start"):
+        open_streaming(nan)
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, **{**arrays, "objectGuess": arrays["objectGuess"].ravel()})
+    with pytest.raises(DataContractError, match="objectGuess"):
+        open_streaming(flat)
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, **{k: v for k, v in arrays.items() if k != "probeGuess"})
+    with pytest.raises(DataContractError, match="probeGuess"):
+        open_streaming(missing)
+
+
+def _toy_predict(container):
+    """A deterministic stand-in for a backend's predict_objects: [k, N, N, 1] from each group's own patterns."""
+    from ptycho.streaming import StreamingContainer
+
+    if isinstance(container, StreamingContainer):
+        x = container.gather_X(np.arange(len(container)))
+    else:
+        x = container.X
+    amp = x[..., :1].astype(np.float64)
+    ramp = np.linspace(-1.0, 1.0, x.shape[1])
+    return (amp * np.exp(1j * (ramp[None, :, None, None] + 0.1 * amp))).astype(np.complex64)
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_streamed_prediction_in_chunks_stitches_like_the_in_memory_prediction(npz, gridsize):
+    from ptycho.config.config import InferenceConfig, ModelConfig
+    from ptycho.workflows.common import group_streamed, predict_crops, stitch
+
+    config = InferenceConfig(model=ModelConfig(N=32, gridsize=gridsize), model_path="unused", test_data_file=npz,
+                             n_groups=None, subsample_seed=5)
+    memory = create_ptycho_data_container(RawData.from_file(npz), config)
+    stream = group_streamed(open_streaming(npz), config)
+    assert len(stream) == len(memory) == 40  # n_groups None: one group per position
+    objects = _toy_predict(memory)
+    whole = predict_crops(_toy_predict, memory, 16)
+    chunked = predict_crops(_toy_predict, stream, 16, chunk_groups=7)  # 6 chunks, the last one short
+    assert chunked.shape == whole.shape == (40, 16, 16, 1) and chunked.dtype == np.complex64
+    np.testing.assert_array_equal(whole, objects[:, 8:24, 8:24, :])
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    want = stitch(objects, memory.global_offsets, 16)[2]
+    got = stitch(chunked, stream.global_offsets, 16)[2]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="chunk_groups"):
+        predict_crops(_toy_predict, stream, 16, chunk_groups=0)
+    with pytest.raises(ValueError, match="M must be"):
+        predict_crops(_toy_predict, memory, 15)

@@ -125,6 +125,15 @@ def add_units_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_stream_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    """``--stream``: read the ``what`` data's patterns from disk batch by batch (``ptycho.streaming``)."""
+    parser.add_argument(
+        "--stream", action="store_true",
+        help=f"read the {what} patterns from disk batch by batch (data larger than memory; an uncompressed NPZ "
+             "of amplitudes: ptycho.streaming); grouping uses the positions alone",
+    )
+
+
 def resolve_n_groups(args: argparse.Namespace) -> int | None:
     """``--n_groups``, or the deprecated ``--n_images`` alias (with a DeprecationWarning)."""
     if args.n_images is not None:

@@ -10,20 +10,24 @@ Outputs in ``--output_dir``: ``reconstruction.npz`` (``amplitude``, ``phase``, `
 ``global_offsets``, ``N``, ``M``, ``covered``), ``amplitude.png`` and ``phase.png``; when the data
 has a true object (``objectGuess``) also ``comparison.png`` and ``score.json``
 (``ptycho.evaluation.score_stitched``).  The data may be an NPZ, a CXI file or a Ptychodus HDF5
-training file (``--diff3d_units``).  ``config.yaml``: every setting of the run (``--config`` takes
-such a file; flags after it override it).  ``--debug`` shows the traceback of an error.
+training file (``--diff3d_units``); ``--stream`` reads an uncompressed NPZ's patterns from disk a chunk of
+groups at a time (``ptycho.streaming``, ``common.predict_crops``) for scans larger than memory.
+``config.yaml``: every setting of the run (``--config`` takes such a file; flags after it override it).
+``--debug`` shows the traceback of an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ptycho.cli._common import (
     add_common_arguments,
+    add_stream_argument,
     fit_batch_size,
     make_parser,
     require_file,
@@ -43,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test_data", "--test_data_file", dest="test_data", type=Path,
                         help="data to reconstruct: NPZ, CXI or Ptychodus HDF5")
     parser.add_argument("--batch_size", type=int, default=None, help="prediction batch size (default 32)")
+    add_stream_argument(parser, "test")
     # The bundle's manifest names the backend that wrote it; --backend only has to be given to insist.
     parser.set_defaults(backend=None)
     return parser
@@ -76,7 +81,12 @@ def _run(args: argparse.Namespace) -> int:
     from ptycho.workflows import common
     from ptycho.workflows.backend_selector import backend_module, load_inference_bundle_with_backend
 
-    raw = RawData.from_file(test_file, diffraction_is=args.diff3d_units)
+    if args.stream:
+        from ptycho.streaming import open_streaming
+
+        raw = open_streaming(test_file)
+    else:
+        raw = RawData.from_file(test_file, diffraction_is=args.diff3d_units)
     config = InferenceConfig(
         model=ModelConfig(N=0, gridsize=args.gridsize or 1),
         model_path=args.model_path,
@@ -97,12 +107,16 @@ def _run(args: argparse.Namespace) -> int:
     neighbor_count = int(params.cfg.get("neighbor_count") or config.neighbor_count)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, N=N, gridsize=gridsize),
                                  neighbor_count=neighbor_count)
-    container = common.create_ptycho_data_container(raw, config)
+    if args.stream:  # grouped on positions; each chunk of groups reads its patterns when it is predicted
+        container = common.group_streamed(raw, config)
+    else:
+        container = common.create_ptycho_data_container(raw, config)
     batch_size = None if args.batch_size is None else fit_batch_size(PROG, args.batch_size, len(container),
                                                                       power_of_two=False)
-    objects = backend_module(args.backend).predict_objects(model, container, batch_size)
     M = stitch_crop(N)
-    _amp, _phase, stitched = common.stitch(objects, container.global_offsets, M)
+    predict = functools.partial(backend_module(args.backend).predict_objects, model, batch_size=batch_size)
+    crops = common.predict_crops(predict, container, M)
+    _amp, _phase, stitched = common.stitch(crops, container.global_offsets, M)
     out = Path(args.output_dir)
     written, score = common.write_stitched_outputs(out, stitched, container.global_offsets, N, M, raw.objectGuess)
     written.append(write_resolved_config(args, out))

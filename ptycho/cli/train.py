@@ -28,6 +28,7 @@ from typing import Any
 
 from ptycho.cli._common import (
     add_common_arguments,
+    add_stream_argument,
     fit_batch_size,
     make_parser,
     require_file,
@@ -55,11 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true",
         help="train on built-in simulated data (ptycho.simulate) when no --train_data_file is given",
     )
-    data.add_argument(
-        "--stream", action="store_true",
-        help="read the training patterns from disk batch by batch (data larger than memory; an uncompressed NPZ "
-             "of amplitudes: ptycho.streaming); grouping uses the positions alone",
-    )
+    add_stream_argument(data, "training")
     data.add_argument("--N", type=int, default=64, help="--simulate: patch size in pixels (default 64)")
     data.add_argument("--n_positions", type=int, default=512, help="--simulate: scan positions (default 512)")
     train = parser.add_argument_group("training")

@@ -10,7 +10,7 @@ CSV).
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -35,13 +35,54 @@ def workflow_seed(config: Any) -> int:
 
 def group_streamed(stream: Any, config: Any) -> Any:
     """A ``ptycho.streaming.StreamingRawData`` grouped for ``config`` on positions only (patterns stay on disk):
-    the ``StreamingContainer`` both backends train on (``ptycho_train --stream``, ``python -m ptycho_torch.train
-    --stream``).  Streaming groups every scan position, so ``n_subsample`` is refused."""
-    if config.n_subsample:
+    the ``StreamingContainer`` both backends train and infer on (``--stream`` of ``ptycho_train``,
+    ``ptycho_inference`` and the torch CLIs).  Streaming groups every scan position, so ``n_subsample``
+    is refused; ``n_groups`` None means one group per position."""
+    if getattr(config, "n_subsample", None):
         raise ValueError("--stream groups every scan position: it cannot be combined with --n_subsample")
     return stream.group(N=config.model.N, gridsize=config.model.gridsize, K=config.neighbor_count,
-                        nsamples=int(config.n_groups), seed=workflow_seed(config),
-                        sequential_sampling=bool(config.sequential_sampling))
+                        nsamples=int(config.n_groups or len(stream)), seed=workflow_seed(config),
+                        sequential_sampling=bool(getattr(config, "sequential_sampling", False)))
+
+
+#: Groups predicted per call when inference streams (bounds the full ``[k, N, N, 1]`` objects held at once).
+STREAM_PREDICT_GROUPS = 4096
+
+
+def predict_crops(
+    predict: Callable[[Any], np.ndarray], container: Any, M: int, *, chunk_groups: int = STREAM_PREDICT_GROUPS
+) -> np.ndarray:
+    """The central ``M x M`` of every group's predicted object: complex64 ``[n, M, M, 1]``.
+
+    ``predict(container) -> [k, N, N, 1]`` is a backend's ``predict_objects``.  Stitching reads only
+    each object's central ``M x M`` (``reassemble_position``), so ``stitch(crops, offsets, M)`` equals
+    ``stitch(objects, offsets, M)``.  A ``ptycho.streaming.StreamingContainer`` is predicted
+    ``chunk_groups`` groups at a time (each chunk's patterns read from disk then), so inference holds
+    ``8 * M**2`` bytes per group plus one chunk's objects instead of ``8 * N**2`` per group; an
+    in-memory container is predicted in one call.
+    """
+    from ptycho.streaming import StreamingContainer
+
+    if not isinstance(container, StreamingContainer):
+        return _central_crop(np.asarray(predict(container)), M)
+    if chunk_groups < 1:
+        raise ValueError(f"chunk_groups must be >= 1, got {chunk_groups}")
+    n = len(container)
+    out: np.ndarray | None = None
+    for start in range(0, n, chunk_groups):
+        crops = _central_crop(np.asarray(predict(container.subset(slice(start, start + chunk_groups)))), M)
+        if out is None:
+            out = np.empty((n, M, M, 1), dtype=np.complex64)
+        out[start : start + len(crops)] = crops
+    if out is None:
+        raise ValueError("the container has no groups to predict")
+    return out
+
+
+def _central_crop(objects: np.ndarray, M: int) -> np.ndarray:
+    from ptycho.phase_sync import central_crop
+
+    return np.array(central_crop(objects, M), dtype=np.complex64)
 
 
 def subsample(data: RawData, n_subsample: int | None, seed: int) -> RawData:

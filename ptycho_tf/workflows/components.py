@@ -32,6 +32,7 @@ from ptycho import params, probe
 from ptycho.config.config import TrainingConfig, update_legacy_dict, validate_training_config
 from ptycho.loader import PtychoDataContainer
 from ptycho.raw_data import RawData
+from ptycho.streaming import ScaledPatterns
 from ptycho.workflows.common import (
     create_ptycho_data_container,
     model_inputs,
@@ -73,9 +74,13 @@ def predict_objects(model: keras.Model, container: PtychoDataContainer, batch_si
     """Run ``diffraction_to_obj`` on a container: complex64 ``[n, N, N, 1]``, one object per group.
 
     Inputs are ``[container.X * params.cfg['intensity_scale'], container.coords_nominal]``;
-    any batch size gives one object per sample.
+    any batch size gives one object per sample.  A ``ptycho.streaming.StreamingContainer``'s patterns
+    are read from disk here, all at once: stream a large scan through ``common.predict_crops``,
+    which calls this a bounded chunk of groups at a time.
     """
     x, pos = model_inputs(container, _intensity_scale())
+    if isinstance(x, ScaledPatterns):
+        x = x[np.arange(len(x))]
     out = model.predict([x, pos], batch_size=batch_size or PREDICT_BATCH_SIZE, verbose=0)
     return np.asarray(out, dtype=np.complex64)
 

@@ -102,6 +102,21 @@ def test_inference_writes_the_stitched_reconstruction(trained_dir, tmp_path):
     assert (out / "comparison.png").is_file()
 
 
+def test_streamed_inference_equals_in_memory_inference(trained_dir, tmp_path):
+    """``--stream``: the test patterns read from disk a chunk at a time give the same reconstruction and score."""
+    data = str(trained_dir / "simulated_data.npz")
+    for name, extra in (("memory", []), ("stream", ["--stream"])):
+        assert cli_inference.main(["--model_path", str(trained_dir), "--test_data", data,
+                                   "--output_dir", str(tmp_path / name), "--quiet", *extra]) == 0
+    with np.load(tmp_path / "memory" / "reconstruction.npz") as a, \
+            np.load(tmp_path / "stream" / "reconstruction.npz") as b:
+        np.testing.assert_array_equal(b["global_offsets"], a["global_offsets"])
+        np.testing.assert_allclose(b["object"], a["object"], rtol=1e-4, atol=1e-5)
+    score = {name: json.loads((tmp_path / name / "score.json").read_text()) for name in ("memory", "stream")}
+    for k, v in score["memory"].items():
+        assert score["stream"][k] == pytest.approx(v, rel=1e-3, abs=1e-4), k
+
+
 def test_n_images_is_a_deprecated_alias(trained_dir, tmp_path, capsys):
     with pytest.warns(DeprecationWarning, match="--n_groups"):
         status = cli_inference.main([

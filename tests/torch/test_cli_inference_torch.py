@@ -78,3 +78,24 @@ def test_unified_inference_cli_reads_the_backend_from_the_bundle(trained_gs2, si
                        str(tmp_path), "--n_groups", "8", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "reconstruction.npz").is_file()
+
+
+def test_streamed_inference_cli_equals_in_memory(trained_gs2, sim_npz, tmp_path, capsys):
+    """``--stream`` on both inference CLIs (gridsize 2): the reconstruction of the in-memory path."""
+    from ptycho.cli import inference as unified
+
+    bundle_dir, _results, _ = trained_gs2
+    common = ["--model_path", str(bundle_dir), "--test_data", str(sim_npz), "--n_groups", "12", "--quiet"]
+    runs = {
+        "memory": (infer_cli.cli_main, ["--accelerator", "cpu"]),
+        "stream": (infer_cli.cli_main, ["--accelerator", "cpu", "--stream"]),
+        "unified_stream": (unified.main, ["--stream"]),
+    }
+    for name, (main, extra) in runs.items():
+        assert main([*common, "--output_dir", str(tmp_path / name), *extra]) == 0, capsys.readouterr().err
+    with np.load(tmp_path / "memory" / "reconstruction.npz") as npz:
+        want = npz["object"]
+    with np.load(tmp_path / "stream" / "reconstruction.npz") as npz:
+        np.testing.assert_allclose(npz["object"], want, rtol=1e-4, atol=1e-5)
+    with np.load(tmp_path / "unified_stream" / "reconstruction.npz") as npz:
+        assert npz["object"].shape[0] > 0 and np.all(np.isfinite(npz["object"]))
