@@ -120,3 +120,27 @@ def test_the_sparse_solver_for_large_scans_agrees_with_the_dense_one(monkeypatch
     sparse = group_phase_offsets(crops, xy, M)
     assert _circular_spread(sparse - c) < 1e-5
     np.testing.assert_allclose(np.angle(np.exp(1j * (sparse - dense))), 0.0, atol=1e-6)
+
+
+def _mean_gradient(image: np.ndarray) -> tuple[float, float]:
+    """(x, y) rad/px: angle of sum O(r + e) conj O(r) along columns and rows (no unwrapping)."""
+    return (float(np.angle(np.sum(image[:, 1:] * np.conj(image[:, :-1])))),
+            float(np.angle(np.sum(image[1:, :] * np.conj(image[:-1, :])))))
+
+
+def test_a_tilt_common_to_all_groups_becomes_a_ramp_over_the_field():
+    """The limit of specs/physics.md §21: overlaps cannot see a tilt every group shares, so
+    synchronisation turns it into a ramp over the whole field (only the patterns' sub-pixel shifts
+    carry it).  Stitching keeps that ramp: removing every ramp would also remove the sample's own."""
+    truth = _object(11)
+    xy = _grid(5.0)
+    crops = _groups(truth, xy)
+    r = np.arange(N) - N / 2
+    tau = (0.006, -0.004)  # rad/px, (x, y): the size measured on the README demo
+    tilt = np.exp(1j * (tau[0] * r[None, :] + tau[1] * r[:, None]))[None, :, :, None]
+    c = np.random.default_rng(12).uniform(-np.pi, np.pi, len(xy))[:, None, None, None]
+    ref = stitch(crops, xy, M, align_phases=False)[2][..., 0]
+    covered = np.abs(stitch(np.ones_like(crops), xy, M, align_phases=False)[2][..., 0]) > 0.5
+    synced = stitch(crops * tilt * np.exp(1j * c), xy, M)[2][..., 0]
+    ramp = np.subtract(_mean_gradient(np.where(covered, synced, 0)), _mean_gradient(np.where(covered, ref, 0)))
+    assert ramp == pytest.approx(tau, abs=2e-4)
