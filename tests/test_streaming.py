@@ -136,3 +136,20 @@ def test_streamed_prediction_in_chunks_stitches_like_the_in_memory_prediction(np
         predict_crops(_toy_predict, stream, 16, chunk_groups=0)
     with pytest.raises(ValueError, match="M must be"):
         predict_crops(_toy_predict, memory, 15)
+
+
+def test_open_streaming_reads_no_member_whose_header_lies_about_its_size(npz, tmp_path):
+    """A hostile file: xcoords declares 10**9 float64 (8 GB) over 8 bytes of data; refused before allocating."""
+    import io
+    import zipfile
+
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files if k != "xcoords"}
+    path = tmp_path / "lying.npz"
+    np.savez(path, **arrays)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)})
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("xcoords.npy", buf.getvalue() + b"\0" * 8)
+    with pytest.raises(DataContractError, match="xcoords"):
+        open_streaming(path)
