@@ -76,6 +76,7 @@ def run_case(*, N: int, n_positions: int, n_positions_b: int, spacing: float, np
     train_cdi_model(scan_a, None, config, quiet=True)
     t_train = time.perf_counter() - t0
     M = min(20, N // 2)
+    # B is grouped with the training config: n_groups = A's position count (512 groups of 4 by default)
     t_infer = []
     for _ in range(2):  # cold (first predict call builds the graph), then warm (what each further scan costs)
         t0 = time.perf_counter()
