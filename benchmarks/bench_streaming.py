@@ -2,6 +2,7 @@
 
     python benchmarks/bench_streaming.py [--n_patterns 200000] [--N 64] [--train_groups 200000]
                                          [--batch_size 16] [--workdir DIR] [--keep]
+                                         [--phases stream,memory,read,infer] [--infer_groups 8192]
 
 1. Writes a synthetic scan of ``n_patterns`` N x N float32 diffraction amplitudes (200,000 x 64 x 64
    = 3.3 GB) chunk by chunk into an *uncompressed* data-contract NPZ, never holding more than one
@@ -20,6 +21,9 @@
    gathers random global batches of ``batch_size`` groups from disk for ``--read_seconds``: the
    rate at which streaming can deliver patterns, independent of the model, and the peak RSS of
    grouping the whole scan.
+5. ``infer`` (its own process, only when asked): streamed inference of the first ``--infer_groups``
+   positions in scan order with an untrained model (``common.predict_crops`` + ``common.stitch``):
+   groups/s and peak RSS (the ``patterns/s`` column counts groups; gridsize 1).
 
 Prints one table; exit status 1 when the streamed run's peak RSS exceeds ``--max_rss_gb`` (2).
 """
@@ -139,6 +143,42 @@ def run_read(path: Path, N: int, batch_size: int, seconds: float) -> dict:
             "peak_rss_gb": _peak_rss_gb()}
 
 
+def run_infer(path: Path, N: int, groups: int, batch_size: int) -> dict:
+    """Streamed inference: the first ``groups`` scan positions (scan order) predicted chunk by chunk and stitched.
+
+    The model is an untrained PtychoPINN (its weights do not change the time or the memory); the
+    predictions go through ``common.predict_crops`` (``STREAM_PREDICT_GROUPS`` groups per call, only
+    each object's central M x M kept) and ``common.stitch`` (phase synchronisation and reassembly).
+    """
+    import functools
+
+    from ptycho import params
+    from ptycho.cli._common import stitch_crop
+    from ptycho.config.config import InferenceConfig, ModelConfig, TrainingConfig
+    from ptycho.streaming import open_streaming
+    from ptycho.workflows import common
+    from ptycho_torch.training import PtychoPINN_Lightning
+    from ptycho_torch.workflows.components import predict_objects
+
+    t0 = time.perf_counter()
+    data = open_streaming(path)
+    config = InferenceConfig(model=ModelConfig(N=N, gridsize=1), model_path=path, test_data_file=path)
+    container = data.group(N=N, gridsize=1, K=config.neighbor_count, nsamples=groups, seed=0,
+                           sequential_sampling=True)
+    prep = time.perf_counter() - t0
+    with params.isolated():
+        model = PtychoPINN_Lightning(config.model, TrainingConfig(model=config.model)).model
+        predict = functools.partial(predict_objects, model, batch_size=batch_size, intensity_scale=1.0, device="cpu")
+        t1 = time.perf_counter()
+        M = stitch_crop(N)
+        crops = common.predict_crops(predict, container, M)
+        _amp, _phase, stitched = common.stitch(crops, container.global_offsets, M)
+        seconds = time.perf_counter() - t1
+    return {"phase": "infer", "groups": len(container), "prep_s": prep, "fit_s": seconds,
+            "patterns_per_s": len(container) / seconds, "train_loss": float("nan"), "peak_rss_gb": _peak_rss_gb(),
+            "canvas": list(stitched.shape[:2])}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n_patterns", type=int, default=200_000)
@@ -149,14 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the generated dataset")
     p.add_argument("--max_rss_gb", type=float, default=2.0)
-    p.add_argument("--phases", default="stream,memory,read", help="which of stream, memory, read to run")
+    p.add_argument("--phases", default="stream,memory,read", help="which of stream, memory, read, infer to run")
+    p.add_argument("--infer_groups", type=int, default=8192, help="groups the infer phase reconstructs")
     p.add_argument("--read_seconds", type=float, default=20.0)
-    p.add_argument("--phase", choices=("stream", "memory", "read"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=("stream", "memory", "read", "infer"), default=None, help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     groups = args.train_groups or args.n_patterns
     if args.phase == "read":
         print(json.dumps(run_read(args.data, args.N, args.batch_size, args.read_seconds)))
+        return 0
+    if args.phase == "infer":
+        print(json.dumps(run_infer(args.data, args.N, args.infer_groups, 64)))
         return 0
     if args.phase is not None:
         print(json.dumps(run_phase(args.phase, args.data, args.workdir, groups, args.N, args.batch_size,
@@ -173,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--phase", phase, "--data", str(data), "--workdir", str(work / phase),
                "--N", str(args.N), "--train_groups", str(groups), "--batch_size", str(args.batch_size),
                "--num_workers", str(args.num_workers), "--n_patterns", str(args.n_patterns),
-               "--read_seconds", str(args.read_seconds)]
+               "--read_seconds", str(args.read_seconds), "--infer_groups", str(args.infer_groups)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         r = rows[phase] = json.loads(out.strip().splitlines()[-1])
         print(f"{r['phase']:7s} {r['groups']:7d} groups: prep {r['prep_s']:7.1f} s, timed {r['fit_s']:8.1f} s, "
