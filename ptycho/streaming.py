@@ -293,18 +293,18 @@ def open_streaming(path: str | PathLike, *, patterns: str | PathLike | None = No
                                     file=file, field=key, fix="store one finite x and y per scan position")
     if units != "amplitude":
         raise DataContractError(f"says the patterns hold {units!r}; streaming reads amplitudes as stored",
-                                file=str(path), field="diff3d_units",
+                                file=file, field="diff3d_units",
                                 fix="store np.sqrt(counts).astype(np.float32) as diff3d (RawData.to_file does)")
     diff_key = "diff3d" if "diff3d" in keys or "diffraction" not in keys else "diffraction"
     d = PatternFile.from_npy(patterns) if patterns is not None else PatternFile.from_npz(path, diff_key)
     if d.ndim != 3 or d.shape[1] != d.shape[2] or d.shape[0] != len(x) or d.dtype != np.float32:
         raise DataContractError(
             f"has shape {d.shape} and dtype {d.dtype}, expected float32 [{len(x)}, N, N] (one per position)",
-            file=str(path), field=diff_key,
+            file=file, field=diff_key,
         )
     if probe.shape != d.shape[1:]:
-        raise DataContractError(f"has shape {probe.shape}, expected {d.shape[1:]}", file=str(path), field="probeGuess")
-    return StreamingRawData(x, y, xs, ys, probe, d, str(path), check_bad_pixels(bad, d.shape[1], str(path)), truth)
+        raise DataContractError(f"has shape {probe.shape}, expected {d.shape[1:]}", file=file, field="probeGuess")
+    return StreamingRawData(x, y, xs, ys, probe, d, file, check_bad_pixels(bad, d.shape[1], file), truth)
 
 
 @dataclass
