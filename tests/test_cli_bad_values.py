@@ -47,6 +47,10 @@ def npz(tmp_path) -> Path:
         (["--simulate", "--nphotons", "nan"], ["--nphotons"]),
         (["--simulate", "--n_filters_scale", "100000"], ["--n_filters_scale"]),
         (["--simulate", "--gridsize", "0"], ["--gridsize"]),
+        (["--simulate", "--scan_spacing", "0"], ["--scan_spacing"]),
+        (["--simulate", "--scan_spacing", "-3.5"], ["--scan_spacing"]),
+        (["--simulate", "--scan_spacing", "inf"], ["--scan_spacing"]),
+        (["--simulate", "--scan_spacing", "1e6"], ["--scan_spacing", "GiB"]),
     ],
 )
 def test_ptycho_train_refuses_bad_numbers_up_front(tmp_path, capsys, argv, words):
@@ -62,6 +66,25 @@ def test_ptycho_train_refuses_bad_numbers_up_front(tmp_path, capsys, argv, words
     else:
         _one_line_error(capsys, rc, *words)
     assert not out.exists()
+
+
+def test_scan_spacing_sizes_the_simulated_object(tmp_path):
+    """``--scan_spacing`` reaches the simulator: the object (and the scanned field) shrinks with it."""
+    from ptycho.cli.train import _load_data, build_parser
+    from ptycho.simulate import auto_object_size
+
+    sides = {}
+    for spacing in (3.5, 5.0):
+        out = tmp_path / str(spacing)
+        args = build_parser().parse_args(["--simulate", "--N", "32", "--n_positions", "64", "--nphotons", "1e6",
+                                          "--scan_spacing", str(spacing), "--output_dir", str(out)])
+        train, test = _load_data(args, out)
+        assert test is train
+        sides[spacing] = train.objectGuess.shape
+        assert sides[spacing] == (auto_object_size(32, 64, spacing=spacing),) * 2
+        span = np.ptp(np.stack([train.xcoords, train.ycoords]), axis=1)
+        assert np.all(span <= np.sqrt(64) * spacing + 1)
+    assert sides[3.5][0] < sides[5.0][0]
 
 
 def test_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):

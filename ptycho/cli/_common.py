@@ -176,7 +176,8 @@ def validate_numeric_args(args: argparse.Namespace) -> None:
     ``--N`` must be a supported patch size, ``--n_positions`` at least 1 and small enough that
     simulating it needs at most :data:`MAX_SIMULATION_BYTES`, ``--batch_size``, ``--nepochs``,
     ``--n_groups`` at least 1, ``--gridsize`` and ``--n_filters_scale`` within the bundle bounds
-    (``ptycho.bundle_schema``), ``--nphotons`` finite and > 0.  Raises ConfigError naming the flag.
+    (``ptycho.bundle_schema``), ``--nphotons`` finite and > 0, ``--scan_spacing`` finite, > 0 and small
+    enough that the simulated object fits the same memory bound.  Raises ConfigError naming the flag.
     """
     import math
 
@@ -194,6 +195,18 @@ def validate_numeric_args(args: argparse.Namespace) -> None:
     if get("n_positions") is not None and get("N") is not None:
         most = MAX_SIMULATION_BYTES // (_SIMULATION_BYTES_PER_PIXEL * get("N") ** 2)
         _check_int("--n_positions", get("n_positions"), 1, most)
+    spacing = get("scan_spacing")
+    if spacing is not None:
+        if not (isinstance(spacing, float | int) and math.isfinite(spacing) and spacing > 0):
+            raise ConfigError("--scan_spacing", spacing, "a finite number of pixels > 0")
+        if get("N") is not None and get("n_positions") is not None:
+            from ptycho.simulate import auto_object_size
+
+            side = auto_object_size(get("N"), get("n_positions"), spacing=spacing)
+            if side**2 * _SIMULATION_BYTES_PER_PIXEL > MAX_SIMULATION_BYTES:
+                raise ConfigError("--scan_spacing", spacing, f"a spacing whose simulated object ({side} x {side} "
+                                  f"px) fits in {MAX_SIMULATION_BYTES >> 30} GiB",
+                                  fix="use a smaller --scan_spacing or fewer --n_positions")
     nphotons = get("nphotons")
     if nphotons is not None and not (isinstance(nphotons, float | int) and math.isfinite(nphotons) and nphotons > 0):
         raise ConfigError("--nphotons", nphotons, "a finite number > 0")

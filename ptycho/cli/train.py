@@ -37,6 +37,7 @@ from ptycho.cli._common import (
     stitch_crop,
     write_resolved_config,
 )
+from ptycho.simulate import DEFAULT_SCAN_SPACING
 
 PROG = "ptycho_train"
 #: Per-epoch series written to history.csv when the backend reports them (the plot shows the first two).
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_stream_argument(data, "training")
     data.add_argument("--N", type=int, default=64, help="--simulate: patch size in pixels (default 64)")
     data.add_argument("--n_positions", type=int, default=512, help="--simulate: scan positions (default 512)")
+    data.add_argument(
+        "--scan_spacing", type=float, default=DEFAULT_SCAN_SPACING,
+        help="--simulate: pixels per scan position, sets the object (and field) size: sqrt(n_positions) * "
+             "spacing px wide (default %(default)g; smaller = more overlap)",
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--batch_size", type=int, default=16, help="power of 2 (default 16)")
     train.add_argument("--nepochs", type=int, default=50, help="epochs (default 50)")
@@ -110,7 +116,8 @@ def _load_data(args: argparse.Namespace, out: Path) -> tuple[Any, Any]:
 
         path = out / "simulated_data.npz"
         out.mkdir(parents=True, exist_ok=True)
-        simulate_dataset(N=args.N, n_positions=args.n_positions, nphotons=args.nphotons, seed=args.seed).to_file(path)
+        simulate_dataset(N=args.N, n_positions=args.n_positions, nphotons=args.nphotons, scan_spacing=args.scan_spacing,
+                         seed=args.seed).to_file(path)
         if not args.quiet:
             print(f"{PROG}: simulated {args.n_positions} patterns (N={args.N}) -> {path}", file=sys.stderr)
         train = RawData.from_file(path)
