@@ -61,22 +61,72 @@ def predict_crops(
     ``8 * M**2`` bytes per group plus one chunk's objects instead of ``8 * N**2`` per group; an
     in-memory container is predicted in one call.
     """
+    from ptycho.common_tilt import apply_tilt, fit_groups
     from ptycho.streaming import StreamingContainer
 
     if not isinstance(container, StreamingContainer):
-        return _central_crop(np.asarray(predict(container)), M)
+        return _central_crop(with_fitted_tilt(np.asarray(predict(container)), container)[0], M)
     if chunk_groups < 1:
         raise ValueError(f"chunk_groups must be >= 1, got {chunk_groups}")
     n = len(container)
-    out: np.ndarray | None = None
+    if n == 0:
+        raise ValueError("the container has no groups to predict")
+    keep = fit_groups(n)  # the groups an in-memory prediction would fit the tilt to, predicted once more
+    tau = fit_tilt(np.asarray(predict(container.subset(keep))), container, keep)
+    out = np.empty((n, M, M, 1), dtype=np.complex64)
     for start in range(0, n, chunk_groups):
         crops = _central_crop(np.asarray(predict(container.subset(slice(start, start + chunk_groups)))), M)
-        if out is None:
-            out = np.empty((n, M, M, 1), dtype=np.complex64)
-        out[start : start + len(crops)] = crops
-    if out is None:
-        raise ValueError("the container has no groups to predict")
+        out[start : start + len(crops)] = apply_tilt(crops, tau)
     return out
+
+
+def with_fitted_tilt(objects: np.ndarray, container: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(apply_tilt(objects, tau), tau)``: all of ``container``'s predicted objects ``[n, N, N, 1]`` with
+    the common tilt :func:`fit_tilt` finds multiplied in, ready for :func:`stitch`."""
+    from ptycho.common_tilt import apply_tilt
+
+    tau = fit_tilt(objects, container)
+    return apply_tilt(objects, tau), tau
+
+
+def fit_tilt(objects: np.ndarray, container: Any, groups: np.ndarray | None = None) -> np.ndarray:
+    """The phase tilt common to predicted ``objects`` (rad/px, ``(x, y)``), fitted to ``container``'s patterns.
+
+    ``objects`` ``[n, N, N, 1]`` are the predictions of all ``n`` groups of ``container`` or, with
+    ``groups``, of those groups only (``ptycho.common_tilt.fit_groups(len(container))``).  The model's
+    physics comes from ``params.cfg`` (``probe`` when set, else the container's; ``probe.mask``,
+    ``gaussian_smoothing_sigma``).  ``apply_tilt(objects, tau)`` before :func:`stitch` removes the
+    network's common tilt, which phase synchronisation would spread into a ramp over the field
+    (``specs/physics.md`` §21).  Logged (logger ``ptycho``) with the pattern shift it amounts to.
+    """
+    import logging
+
+    from ptycho.common_tilt import fit_common_tilt, fit_groups
+    from ptycho.streaming import StreamingContainer
+
+    obj = np.asarray(objects)
+    if groups is None:
+        if obj.shape[0] != len(container):
+            raise ValueError(f"{obj.shape[0]} objects for a container of {len(container)} groups")
+        groups = fit_groups(len(container))
+        obj = obj[groups]
+    if isinstance(container, StreamingContainer):
+        amplitudes = container.gather_X(groups)
+    else:
+        amplitudes = np.asarray(container.X)[groups]
+    probe = params.cfg.get("probe")
+    probe = container.probe if probe is None else probe
+    tau = fit_common_tilt(
+        obj, amplitudes, np.asarray(container.coords_nominal)[groups], np.asarray(probe),
+        probe_mask=bool(params.cfg.get("probe.mask") or False),
+        gaussian_smoothing_sigma=float(params.cfg.get("gaussian_smoothing_sigma") or 0.0),
+        bad_pixels=getattr(container, "bad_pixels", None),
+    )
+    N = obj.shape[1]
+    logging.getLogger("ptycho").info(
+        "common phase tilt fitted to %d groups' patterns: (%+.5f, %+.5f) rad/px (a %.3f px pattern shift)",
+        len(groups), tau[0], tau[1], float(np.hypot(*tau)) * N / (2 * np.pi))
+    return tau
 
 
 def _central_crop(objects: np.ndarray, M: int) -> np.ndarray:

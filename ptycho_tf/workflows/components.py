@@ -39,6 +39,7 @@ from ptycho.workflows.common import (
     save_outputs,
     set_intensity_scale,
     stitch,
+    with_fitted_tilt,
     workflow_seed,
 )
 from ptycho_tf.model import create_models, current_models, set_current_models
@@ -180,20 +181,24 @@ def reassemble_cdi_image(
     *,
     model: keras.Model | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Predict every group of ``test_data`` and stitch them (``common.stitch``, central ``M x M``).
+    """Predict every group of ``test_data``, multiply in the common tilt the patterns call for
+    (``common.with_fitted_tilt``) and stitch them (``common.stitch``, central ``M x M``).
 
     ``model`` defaults to the current ``diffraction_to_obj``.  Returns ``(amplitude [S, S],
-    phase [S, S], results)`` with ``obj_tensor_full``, ``global_offsets``, ``recon_amp``,
+    phase [S, S], results)`` with ``obj_tensor_full`` (the predictions as the network gave them),
+    ``common_tilt`` (rad/px, ``(x, y)``), ``global_offsets``, ``recon_amp``,
     ``recon_phase`` and ``stitched`` (complex64 ``[S, S, 1]``).
     """
     container = create_ptycho_data_container(test_data, config)
     d2o = current_models().diffraction_to_obj if model is None else model
     obj = predict_objects(d2o, container)
+    tilted, tau = with_fitted_tilt(obj, container)
     amp, phase, stitched = stitch(
-        obj, container.global_offsets, M, flip_x=flip_x, flip_y=flip_y, transpose=transpose
+        tilted, container.global_offsets, M, flip_x=flip_x, flip_y=flip_y, transpose=transpose
     )
     return amp, phase, {
         "obj_tensor_full": obj,
+        "common_tilt": tau,
         "global_offsets": container.global_offsets,
         "recon_amp": amp,
         "recon_phase": phase,

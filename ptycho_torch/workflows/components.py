@@ -26,7 +26,8 @@ Results: ``history`` (``train_loss`` / ``val_loss`` lists per epoch plus the nat
 ``test_container``, ``models`` (``{'autoencoder': PtychoPINN, 'diffraction_to_obj':
 DiffractionToObj}``, sharing weights), ``lightning_module`` (the trained ``PtychoPINN_Lightning``),
 ``trainer``, ``backend`` ('pytorch'), ``global_rank`` (0 unless a 'ddp' worker), ``bundle_path`` when saved, and when
-stitched ``obj_tensor_full`` ``[n, N, N, 1]``, ``global_offsets``, ``recon_amp``, ``recon_phase``.
+stitched ``obj_tensor_full`` ``[n, N, N, 1]`` (as the network gave them), the ``common_tilt`` multiplied in
+before stitching (``common.with_fitted_tilt``), ``global_offsets``, ``recon_amp``, ``recon_phase``.
 """
 
 from __future__ import annotations
@@ -311,10 +312,11 @@ def run_cdi_example_torch(
     if do_stitching and test_container is not None:
         obj = predict_objects(results["models"]["diffraction_to_obj"], test_container, execution_config=execution,
                               runtime=runtime)
-        amp, phase, stitched = common.stitch(obj, test_container.global_offsets, M, flip_x=flip_x, flip_y=flip_y,
-                                             transpose=transpose)
-        results.update(obj_tensor_full=obj, global_offsets=test_container.global_offsets, recon_amp=amp,
-                       recon_phase=phase, stitched=stitched)
+        tilted, tau = common.with_fitted_tilt(obj, test_container)
+        amp, phase, stitched = common.stitch(tilted, test_container.global_offsets, M, flip_x=flip_x,
+                                             flip_y=flip_y, transpose=transpose)
+        results.update(obj_tensor_full=obj, common_tilt=tau, global_offsets=test_container.global_offsets,
+                       recon_amp=amp, recon_phase=phase, stitched=stitched)
     if save_bundle and config.output_dir is not None:
         results["bundle_path"] = save_torch_bundle(results["models"], config.output_dir, config,
                                                    trainer=results.get("trainer"),
