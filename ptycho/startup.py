@@ -102,6 +102,13 @@ def import_tensorflow_quietly() -> None:
                 sys.stderr.flush()
 
 
+def _not_shown_by_the_cli(record: logging.LogRecord) -> bool:
+    """False for a core (``ptycho``) record while a CLI shows those itself as ``prog: ...``
+    (``ptycho.cli._common.show_core_log``), so no line is printed twice."""
+    core = record.name == "ptycho" or record.name.startswith("ptycho.")
+    return not (core and any(getattr(h, "ptycho_cli", False) for h in logging.getLogger("ptycho").handlers))
+
+
 def configure_cli_logging(quiet: bool = False) -> None:
     """CLI logging: ``ptycho*`` loggers at INFO (WARNING with ``quiet``) to stderr as ``name: message``.
 
@@ -111,6 +118,7 @@ def configure_cli_logging(quiet: bool = False) -> None:
     level = logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler.addFilter(_not_shown_by_the_cli)
     root = logging.getLogger()
     if not any(getattr(h, "_ptycho_cli", False) for h in root.handlers):
         handler._ptycho_cli = True  # type: ignore[attr-defined]

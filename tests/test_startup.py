@@ -74,6 +74,39 @@ def test_cli_logging_levels():
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
+def test_a_core_log_line_is_printed_once_by_a_cli(capsys):
+    """``ptycho_train``/``ptycho_inference`` set up both the root handler and the ``prog: `` core handler;
+    a core line (e.g. the fitted common tilt) went out through both."""
+    import argparse
+    import logging
+
+    from ptycho.cli._common import run_main
+
+    def body(_args):
+        startup.configure_cli_logging(quiet=False)
+        logging.getLogger("ptycho").info("core line")
+        logging.getLogger("ptycho_tf").info("backend line")
+        return 0
+
+    core = logging.getLogger("ptycho")
+    before = list(core.handlers), core.level
+    try:
+        assert run_main("prog", body, argparse.ArgumentParser(), []) == 0
+        err = capsys.readouterr().err.splitlines()
+        assert err.count("prog: core line") == 1 and not any(line.endswith(": core line") and line != "prog: core line"
+                                                             for line in err), err
+        assert "ptycho_tf: backend line" in err
+    finally:
+        for h in [h for h in logging.getLogger().handlers if getattr(h, "_ptycho_cli", False)]:
+            logging.getLogger().removeHandler(h)
+        for h in core.handlers[:]:
+            if h not in before[0]:
+                core.removeHandler(h)
+        core.setLevel(before[1])
+        for name in ("ptycho_tf", "ptycho_torch", "conformance", "absl"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
 def test_quiet_tensorflow_import_drops_the_startup_lines_only():
     pytest.importorskip("tensorflow")
     out = _python("import sys; from ptycho import startup; startup.import_tensorflow_quietly(); "
