@@ -228,11 +228,12 @@ class Adapter:
     def _inference_api(self, load: Callable[[], Any], scenario: Scenario, test_file: Path,
                        snapshot: Callable[[str], None], out: dict[str, np.ndarray]) -> None:
         """The inference API path both backends share: ``load()`` the bundle's diffraction_to_obj (restores
-        params.cfg), group the test file, the backend's ``predict_objects`` and the core's ``stitch``;
+        params.cfg), group the test file, the backend's ``predict_objects``, the core's ``with_fitted_tilt``
+        and ``stitch``;
         records ``api/objects``, ``api/offsets``, ``api/stitched`` into ``out``."""
         from conformance.inputs import STITCH_M
         from ptycho import params
-        from ptycho.workflows.common import create_ptycho_data_container, stitch
+        from ptycho.workflows.common import create_ptycho_data_container, stitch, with_fitted_tilt
 
         components = importlib.import_module(f"{PACKAGES[self.name]}.workflows.components")
         config = scenario.training_config(test_file.name, "inference_out")
@@ -241,8 +242,9 @@ class Adapter:
         snapshot("inference/loaded")
         container = create_ptycho_data_container(_read_raw(test_file), config, seed=scenario.data.seed)
         obj = components.predict_objects(model, container, batch_size=int(config.batch_size))
+        tilted = with_fitted_tilt(obj, container)[0]  # the loaded bundle's physics, as reassemble_cdi_image
         out.update({"api/objects": obj, "api/offsets": container.global_offsets,
-                    "api/stitched": stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]})
+                    "api/stitched": stitch(tilted, container.global_offsets, STITCH_M)[2][..., 0]})
 
     def _dataclass_door(self, case: Mapping[str, Any], snapshot: Callable[[str], None], backend: str) -> None:
         from ptycho import params
@@ -796,7 +798,7 @@ class ReferenceAdapter(Adapter):
         from ptycho.cli._common import stitch_crop
         from ptycho.config.config import InferenceConfig, ModelConfig, update_legacy_dict
         from ptycho.reference import model as ref_model
-        from ptycho.workflows.common import create_ptycho_data_container, model_inputs, stitch
+        from ptycho.workflows.common import create_ptycho_data_container, model_inputs, stitch, with_fitted_tilt
 
         out: dict[str, np.ndarray] = {}
         raw = _read_raw(test_file)
@@ -818,7 +820,10 @@ class ReferenceAdapter(Adapter):
             obj = objects(container)
             out[f"{backend}/objects"] = obj
             out[f"{backend}/offsets"] = container.global_offsets
-            out[f"{backend}/stitched"] = stitch(obj, container.global_offsets, STITCH_M)[2][..., 0]
+            def stitched(o: np.ndarray, grouped: Any, crop: int, snap: Mapping[str, Any] = snap) -> np.ndarray:
+                return stitch(with_fitted_tilt(o, grouped, physics=snap)[0], grouped.global_offsets, crop)[2][..., 0]
+
+            out[f"{backend}/stitched"] = stitched(obj, container, STITCH_M)
             # ptycho_inference: every scan position, --seed, the bundle's neighbour count, stitch_crop(N)
             cli_config = InferenceConfig(model=scenario.model_config(), model_path=bundle, test_data_file=test_file,
                                          subsample_seed=scenario.data.seed, neighbor_count=int(snap["neighbor_count"]),
@@ -828,9 +833,9 @@ class ReferenceAdapter(Adapter):
             same = len(cli) == len(container) and np.array_equal(cli.nn_indices, container.nn_indices)
             cli_obj = obj if same else objects(cli)
             crop = stitch_crop(scenario.data.N)
-            out[f"{backend}/cli_stitched"] = stitch(cli_obj, cli.global_offsets, crop)[2][..., 0]
+            out[f"{backend}/cli_stitched"] = stitched(cli_obj, cli, crop)
             if backend == "pytorch":  # python -m ptycho_torch.inference: the same grouping, --M default 20
-                out[f"{backend}/torch_cli_stitched"] = stitch(cli_obj, cli.global_offsets, 20)[2][..., 0]
+                out[f"{backend}/torch_cli_stitched"] = stitched(cli_obj, cli, 20)
                 network = read_bundle(bundle).manifest["network"]
                 model = ModelConfig(**{k: network[k] for k in ("N", "gridsize", "n_filters_scale", "object_big",
                                                                "probe_big", "pad_object", "amp_activation")})

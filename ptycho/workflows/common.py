@@ -80,24 +80,29 @@ def predict_crops(
     return out
 
 
-def with_fitted_tilt(objects: np.ndarray, container: Any) -> tuple[np.ndarray, np.ndarray]:
+def with_fitted_tilt(
+    objects: np.ndarray, container: Any, *, physics: Mapping[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(apply_tilt(objects, tau), tau)``: all of ``container``'s predicted objects ``[n, N, N, 1]`` with
     the common tilt :func:`fit_tilt` finds multiplied in, ready for :func:`stitch`."""
     from ptycho.common_tilt import apply_tilt
 
-    tau = fit_tilt(objects, container)
+    tau = fit_tilt(objects, container, physics=physics)
     return apply_tilt(objects, tau), tau
 
 
-def fit_tilt(objects: np.ndarray, container: Any, groups: np.ndarray | None = None) -> np.ndarray:
+def fit_tilt(
+    objects: np.ndarray, container: Any, groups: np.ndarray | None = None, *, physics: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """The phase tilt common to predicted ``objects`` (rad/px, ``(x, y)``), fitted to ``container``'s patterns.
 
     ``objects`` ``[n, N, N, 1]`` are the predictions of all ``n`` groups of ``container`` or, with
     ``groups``, of those groups only (``ptycho.common_tilt.fit_groups(len(container))``).  The model's
-    physics comes from ``params.cfg`` (``probe`` when set, else the container's; ``probe.mask``,
-    ``gaussian_smoothing_sigma``).  ``apply_tilt(objects, tau)`` before :func:`stitch` removes the
-    network's common tilt, which phase synchronisation would spread into a ramp over the field
-    (``specs/physics.md`` §21).  Logged (logger ``ptycho``) with the pattern shift it amounts to.
+    physics comes from ``physics`` (a bundle's params), default ``params.cfg`` as a loaded bundle leaves
+    it: ``probe`` when set, else the container's; ``probe.mask``; ``gaussian_smoothing_sigma``.
+    ``apply_tilt(objects, tau)`` before :func:`stitch` removes the network's common tilt, which phase
+    synchronisation would spread into a ramp over the field (``specs/physics.md`` §21).  Logged (logger
+    ``ptycho``) with the pattern shift it amounts to.
     """
     import logging
 
@@ -114,12 +119,13 @@ def fit_tilt(objects: np.ndarray, container: Any, groups: np.ndarray | None = No
         amplitudes = container.gather_X(groups)
     else:
         amplitudes = np.asarray(container.X)[groups]
-    probe = params.cfg.get("probe")
+    physics = params.cfg if physics is None else physics
+    probe = physics.get("probe")
     probe = container.probe if probe is None else probe
     tau = fit_common_tilt(
         obj, amplitudes, np.asarray(container.coords_nominal)[groups], np.asarray(probe),
-        probe_mask=bool(params.cfg.get("probe.mask") or False),
-        gaussian_smoothing_sigma=float(params.cfg.get("gaussian_smoothing_sigma") or 0.0),
+        probe_mask=bool(physics.get("probe.mask") or False),
+        gaussian_smoothing_sigma=float(physics.get("gaussian_smoothing_sigma") or 0.0),
         bad_pixels=getattr(container, "bad_pixels", None),
     )
     N = obj.shape[1]
