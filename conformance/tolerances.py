@@ -193,8 +193,11 @@ STAGE_TOLERANCES: tuple[StageTolerance, ...] = (
            "exactly (float64 default) and which parameters train by name, so this row only has to catch weights the "
            "loop did not update or updated from another loss", scale=False),
     # each backend's inference entry points on its own saved bundle vs the reference forward of its weights
-    _stage("inference", "inference/*stitched", 1e-5, 9.72e-7, "stitching averages float32 objects whose "
-           "reassembly-edge error (below) is damped by the central crop (worst: wf_gs3_warmup, the API route)"),
+    _stage("inference", "inference/*stitched", 9e-5, 8.49e-6, "stitching averages float32 objects whose "
+           "reassembly-edge error (below) is damped by the central crop, after multiplying in the common tilt "
+           "fitted to the patterns (ptycho.common_tilt): a global fit, so a float32 difference anywhere in the "
+           "objects moves the tilt by ~1e-7 rad/px, which the field turns into up to 8.5e-6 (worst: wf_gs3_warmup, "
+           "the CLI route; 9.72e-7 before the fit)"),
     _stage("inference", "inference/*", 4e-5, 3.19e-6, _EDGE + " (trained weights; worst: wf_gs3_warmup objects)"),
 )
 
@@ -478,8 +481,12 @@ def compare_arrays(
 #: object (amplitude SSIM 0.035), so the ground-truth floors only catch a collapsed reconstruction;
 #: the two backends agreeing with each other (``E2E_CROSS``, ``E2E_GAP``) is the real check.
 #: Each backend's reconstruction against the ground truth (measured: tensorflow / pytorch) ...
+#: The phase floor was 0.1 (measured 0.2003 / 0.2011) until stitching multiplied in the common tilt the
+#: patterns call for (``ptycho.common_tilt``, stop 19): for this 3-epoch network, whose objects do not yet
+#: resemble the truth, the best-fitting tilt is (-0.011, -0.003) rad/px and the phase SSIM 0.068 / 0.067;
+#: trained networks gain from it (specs/physics.md §21).  The floor stays "about half the measured".
 E2E_VS_TRUTH: dict[str, tuple[str, float]] = {
-    "phase_ssim": ("min", 0.1),  # 0.2003 / 0.2011
+    "phase_ssim": ("min", 0.03),  # 0.0678 / 0.0668
     "amp_psnr": ("min", 4.0),  # 7.94 / 7.99 dB
 }
 #: Scenarios whose short run reconstructs less than e2e_gs1_n32 (same rule: about half the measured score).
