@@ -26,12 +26,13 @@ Python-side warnings lowered to errors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 
 __all__ = ["FRAMEWORK_ENV", "TF_STARTUP_NOISE", "configure_cli_logging", "import_tensorflow_quietly",
-           "prepare_frameworks"]
+           "prepare_frameworks", "to_current_stderr"]
 
 #: Environment defaults applied by :func:`prepare_frameworks` (the table above).
 FRAMEWORK_ENV: dict[str, str] = {
@@ -102,6 +103,13 @@ def import_tensorflow_quietly() -> None:
                 sys.stderr.flush()
 
 
+def to_current_stderr(handler: logging.StreamHandler) -> None:
+    """Point a CLI's handler, made by an earlier ``main`` in this process, at the current ``sys.stderr``
+    (``setStream`` would first flush the old stream, which may be closed by now)."""
+    with handler.lock or contextlib.nullcontext():
+        handler.stream = sys.stderr
+
+
 def _not_shown_by_the_cli(record: logging.LogRecord) -> bool:
     """False for a core (``ptycho``) record while a CLI shows those itself as ``prog: ...``
     (``ptycho.cli._common.show_core_log``), so no line is printed twice."""
@@ -116,13 +124,16 @@ def configure_cli_logging(quiet: bool = False) -> None:
     command-line ``main``; it configures the root logger of the process.
     """
     level = logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    handler.addFilter(_not_shown_by_the_cli)
     root = logging.getLogger()
-    if not any(getattr(h, "_ptycho_cli", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_ptycho_cli", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        handler.addFilter(_not_shown_by_the_cli)
         handler._ptycho_cli = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    else:
+        to_current_stderr(handler)
     root.setLevel(logging.WARNING)
     for name in ("ptycho", "ptycho_tf", "ptycho_torch", "conformance"):
         logging.getLogger(name).setLevel(level)

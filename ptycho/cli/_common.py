@@ -239,6 +239,10 @@ def show_core_log(prog: str, quiet: bool = False) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.ptycho_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+    else:
+        from ptycho.startup import to_current_stderr
+
+        to_current_stderr(handler)
     handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
