@@ -10,6 +10,7 @@ CSV).
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -22,6 +23,8 @@ from ptycho.atomic import atomic_path
 from ptycho.loader import PtychoDataContainer, load
 from ptycho.raw_data import RawData
 from ptycho.reference.physics import reassemble_position
+
+_log = logging.getLogger("ptycho")
 
 #: Seed used when the config sets none (``subsample_seed``): workflows are reproducible by default.
 DEFAULT_SEED = 0
@@ -65,7 +68,8 @@ def predict_crops(
     from ptycho.streaming import StreamingContainer
 
     if not isinstance(container, StreamingContainer):
-        return _central_crop(with_fitted_tilt(np.asarray(predict(container)), container)[0], M)
+        objects = np.asarray(predict(container))
+        return apply_tilt(_central_crop(objects, M), fit_tilt(objects, container))  # the ramp is centred: crop first
     if chunk_groups < 1:
         raise ValueError(f"chunk_groups must be >= 1, got {chunk_groups}")
     n = len(container)
@@ -104,8 +108,6 @@ def fit_tilt(
     synchronisation would spread into a ramp over the field (``specs/physics.md`` §21).  Logged (logger
     ``ptycho``) with the pattern shift it amounts to.
     """
-    import logging
-
     from ptycho.common_tilt import fit_common_tilt, fit_groups
     from ptycho.streaming import StreamingContainer
 
@@ -129,7 +131,7 @@ def fit_tilt(
         bad_pixels=getattr(container, "bad_pixels", None),
     )
     N = obj.shape[1]
-    logging.getLogger("ptycho").info(
+    _log.info(
         "common phase tilt fitted to %d groups' patterns: (%+.5f, %+.5f) rad/px (a %.3f px pattern shift)",
         len(groups), tau[0], tau[1], float(np.hypot(*tau)) * N / (2 * np.pi))
     return tau
